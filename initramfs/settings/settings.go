@@ -56,6 +56,7 @@ const (
 	KeyWatchdog      = "watchdog"
 	KeyWatchdogGrace = "watchdog.grace"
 	KeyConsoleShell  = "console.shell"
+	KeySlot          = "slot"
 )
 
 // NetKey names a per-role network setting: field is mode, address or gateway.
@@ -74,6 +75,7 @@ func Keys() []Key {
 		{Name: KeyWatchdog, Doc: "pet the board's hardware watchdog: on or off", Default: "on", Check: oneOf("on", "off")},
 		{Name: KeyWatchdogGrace, Doc: "how long a critical service may be down before the watchdog is left to reset the node", Default: "60s", Check: checkDuration},
 		{Name: KeyConsoleShell, Doc: "recovery shell on the serial console: on or off", Default: "on", Check: oneOf("on", "off")},
+		{Name: KeySlot, Doc: "system slot the boot loader started, a or b (set by GRUB; empty when PXE-booted)", Check: oneOf("", "a", "b")},
 	}
 	for _, r := range netRoles {
 		keys = append(keys,
