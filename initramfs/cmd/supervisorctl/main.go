@@ -1,4 +1,4 @@
-// Command supervisorctl shows and steers the node's supervisor from a
+// Package supervisorctl is the supervisorctl command: it shows and steers the node's supervisor from a
 // shell on the node (the serial console, the recovery shell):
 //
 //	supervisorctl [status]              services, states, restarts; node facts and problems
@@ -6,7 +6,7 @@
 //	supervisorctl start|stop|restart SERVICE
 //	supervisorctl reboot|poweroff       clean: services stopped in reverse order
 //	supervisorctl -json status          the same as JSON, for scripts
-package main
+package supervisorctl
 
 import (
 	"context"
@@ -23,16 +23,21 @@ import (
 	"github.com/tandemhci/tandem/initramfs/statusapi"
 )
 
-func main() {
-	socket := flag.String("socket", statusapi.Socket, "the supervisor's status API socket")
-	asJSON := flag.Bool("json", false, "print JSON")
-	flag.Parse()
+// Main runs supervisorctl with the arguments after the command name.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("supervisorctl", flag.ContinueOnError)
+	socket := fs.String("socket", statusapi.Socket, "the supervisor's status API socket")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run(ctx, statusapi.NewClient(*socket), os.Stdout, *asJSON, flag.Args()); err != nil {
+	if err := run(ctx, statusapi.NewClient(*socket), os.Stdout, *asJSON, fs.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "supervisorctl:", err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func run(ctx context.Context, c *statusapi.Client, out io.Writer, asJSON bool, args []string) error {

@@ -1,4 +1,4 @@
-// Command tandem-init is the node's supervisor, started by u-root's init as
+// Package tandeminit is the tandem-init command: the node's supervisor, started by u-root's init as
 // its uinit. It mounts the kernel file systems, loads the board's kernel
 // modules, prepares the data partition, resolves the settings, brings up
 // the network, and then runs the service table until a reboot or
@@ -6,7 +6,7 @@
 // the critical services are healthy.
 //
 // If it ever exits, u-root's init falls back to a shell on the console.
-package main
+package tandeminit
 
 import (
 	"context"
@@ -38,17 +38,19 @@ const (
 	logDir      = "/data/log"
 )
 
-func main() {
+// Main runs tandem-init; it returns only if the node cannot boot.
+func Main(args []string) int {
 	level := new(slog.LevelVar)
 	// stdout is the console, handed over by u-root's init.
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 	n := &node{log: log, bootedAt: time.Now(), powerReq: make(chan string, 1), watchdogState: "off"}
 	if err := n.boot(level); err != nil {
 		log.Error("boot failed", "err", err)
-		os.Exit(1)
+		return 1
 	}
 	action := n.run()
 	n.powerOff(action)
+	return 1 // powerOff returns only when the reboot system call failed
 }
 
 // boot runs the steps before the services start. Only a step without which
@@ -85,6 +87,9 @@ func (n *node) boot(level *slog.LevelVar) error {
 	if err != nil {
 		n.problem("data partition: %v", err)
 		// Services still need somewhere to write; it does not survive a reboot.
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			n.problem("mkdir %s: %v", dataDir, err)
+		}
 		if err := unix.Mount("tmpfs", dataDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 			n.problem("tmpfs on %s: %v", dataDir, err)
 		}
@@ -192,7 +197,6 @@ func (n *node) powerOff(action string) {
 	n.log.Info("bye", "action", action)
 	if err := unix.Reboot(cmd); err != nil {
 		n.log.Error("reboot system call", "err", err)
-		os.Exit(1)
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package tandeminit
 
 import (
 	"strconv"
@@ -8,8 +8,8 @@ import (
 	"github.com/tandemhci/tandem/initramfs/supervisor"
 )
 
-// bin is where u-root's busybox puts every command of the image.
-const bin = "/bbin/"
+// bin is where the image links Tandem's commands to its one binary.
+const bin = "/usr/bin/"
 
 // serviceTable is the node's one declared table of services.
 func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
@@ -29,6 +29,9 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 			// supervisorctl shows and steers the services from it.
 			Name: "console-shell",
 			Path: "/bin/sh",
+			// Plain line editing: the rich editor's terminal queries turn
+			// into noise on a serial line.
+			Args: []string{"-comp=false"},
 			TTY:  "/dev/" + b.Console.Device,
 		})
 	}

@@ -1,5 +1,6 @@
-// Command tandem-frontdoor serves the node's one TCP port.
-package main
+// Package frontdoorcmd is the tandem-frontdoor command: it serves the
+// node's one TCP port.
+package frontdoorcmd
 
 import (
 	"context"
@@ -14,11 +15,15 @@ import (
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
 
-func main() {
-	listen := flag.String("listen", ":443", "address to listen on")
-	state := flag.String("state", "/data/frontdoor", "directory for the TLS key and certificate")
-	socket := flag.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
-	flag.Parse()
+// Main runs the front door with the arguments after the command name.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("tandem-frontdoor", flag.ContinueOnError)
+	listen := fs.String("listen", ":443", "address to listen on")
+	state := fs.String("state", "/data/frontdoor", "directory for the TLS key and certificate")
+	socket := fs.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -32,6 +37,7 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
