@@ -140,6 +140,9 @@ func buildInitramfs(repo, cache, stage, out string, log logf) error {
 		"-initcmd", "init",
 		"-uinitcmd", filepath.Join(filepath.Dir(tandemBinary), "tandem-init"),
 		"-defaultsh", "gosh",
+		// gosh's plain line mode: the terminal's own line editing, no
+		// screen-drawing editor whose queries are noise on a serial line.
+		"-go-build-tags", "goshsmall",
 	}
 	entries, err := os.ReadDir(stage)
 	if err != nil {

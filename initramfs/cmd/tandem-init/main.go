@@ -41,9 +41,9 @@ const (
 // Main runs tandem-init; it returns only if the node cannot boot.
 func Main(args []string) int {
 	level := new(slog.LevelVar)
-	// stdout is the console, handed over by u-root's init.
-	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
-	n := &node{log: log, bootedAt: time.Now(), powerReq: make(chan string, 1), watchdogState: "off"}
+	console := openConsoles()
+	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: level}))
+	n := &node{log: log, console: console, bootedAt: time.Now(), powerReq: make(chan string, 1), watchdogState: "off"}
 	if err := n.boot(level); err != nil {
 		log.Error("boot failed", "err", err)
 		return 1
@@ -195,6 +195,7 @@ func (n *node) powerOff(action string) {
 		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
 	}
 	n.log.Info("bye", "action", action)
+	n.console.drain()
 	if err := unix.Reboot(cmd); err != nil {
 		n.log.Error("reboot system call", "err", err)
 	}

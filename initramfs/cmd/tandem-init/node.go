@@ -19,6 +19,7 @@ import (
 // API's source.
 type node struct {
 	log         *slog.Logger
+	console     *consoles
 	bootedAt    time.Time
 	version     string
 	board       *board.Board

@@ -29,9 +29,6 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 			// supervisorctl shows and steers the services from it.
 			Name: "console-shell",
 			Path: "/bin/sh",
-			// Plain line editing: the rich editor's terminal queries turn
-			// into noise on a serial line.
-			Args: []string{"-comp=false"},
 			TTY:  "/dev/" + b.Console.Device,
 		})
 	}

@@ -1,0 +1,331 @@
+// Package boottest boots the built firmware image in QEMU and checks it the
+// way an operator would: through the console and the health endpoint.
+// It needs images/out (make image); `make test` builds it and sets
+// TANDEM_E2E=1, which turns a missing image into a failure.
+package boottest
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/board"
+	"github.com/tandemhci/tandem/images/qemubox"
+	"github.com/tandemhci/tandem/initramfs/statusapi"
+	"github.com/tandemhci/tandem/services/frontdoor"
+)
+
+const imageDir = "../out"
+
+func requireImage(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(imageDir, "disk.img")); err != nil {
+		if os.Getenv("TANDEM_E2E") == "1" {
+			t.Fatalf("no built image in %s (make image): %v", imageDir, err)
+		}
+		t.Skip("no built image; run make image, or make test")
+	}
+}
+
+// boot starts one node and stops it when the test ends; the console log is
+// copied into the test output on failure.
+func boot(t *testing.T, nc qemubox.NodeConfig) *qemubox.Node {
+	t.Helper()
+	requireImage(t)
+	b, err := board.LoadNamed("../..", "qemu-2node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.FreshDisk = true
+	box, err := qemubox.Start(context.Background(), qemubox.Config{
+		ImageDir: imageDir, Board: b, WorkDir: t.TempDir(), Nodes: []qemubox.NodeConfig{nc},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := box.Nodes[0]
+	t.Cleanup(func() {
+		box.Stop()
+		// Keep the whole console as an artifact; show its end on failure.
+		out := n.ConsoleOutput()
+		artifact := filepath.Join(imageDir, "artifacts", strings.ReplaceAll(t.Name(), "/", "_")+".console.log")
+		if err := os.MkdirAll(filepath.Dir(artifact), 0o755); err == nil {
+			_ = os.WriteFile(artifact, []byte(out), 0o644)
+		}
+		if t.Failed() {
+			if len(out) > 8000 {
+				out = out[len(out)-8000:]
+			}
+			t.Logf("console of %s (last 8000 bytes; all of it in %s):\n%s", n.Name, artifact, out)
+		}
+	})
+	return n
+}
+
+func service(h frontdoor.Health, name string) (frontdoor.ServiceHealth, bool) {
+	for _, s := range h.Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return frontdoor.ServiceHealth{}, false
+}
+
+// nodeStatus reads supervisorctl's JSON status through the serial console.
+func nodeStatus(t *testing.T, c *qemubox.Console) statusapi.Node {
+	t.Helper()
+	out, err := c.Run("supervisorctl -json status", 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n statusapi.Node
+	if err := json.Unmarshal(qemubox.JSONLine(out), &n); err != nil {
+		t.Fatalf("supervisorctl output %q: %v", out, err)
+	}
+	return n
+}
+
+func TestFirmware(t *testing.T) {
+	ctx := context.Background()
+	started := time.Now()
+	n := boot(t, qemubox.NodeConfig{
+		Name: "node-a",
+		// A typo and a bad value must be reported, never stop the boot.
+		Append: []string{"tandem.colour=blue", "tandem.frontdoor.port=99999"},
+	})
+	h, err := n.WaitHealthy(ctx, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot to all services running (QEMU start to health answering, TCG or KVM: %s): %.1fs", qemubox.Accel()[1], time.Since(started).Seconds())
+	if h.Node != "node-a" || h.Board != "qemu-2node" || h.Version == "" || !h.Healthy {
+		t.Errorf("health %+v", h)
+	}
+	for _, want := range []string{`unknown setting "colour"`, `setting "frontdoor.port": "99999"`} {
+		if !strings.Contains(strings.Join(h.Problems, "\n"), want) {
+			t.Errorf("problems %q do not report %q", h.Problems, want)
+		}
+	}
+	// Every service of the table reached running, as the console says too.
+	for _, s := range h.Services {
+		re := regexp.MustCompile(`msg="service running" service=` + regexp.QuoteMeta(s.Name) + ` `)
+		if _, _, err := n.WaitConsole(re, 0, 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, _, err := n.WaitConsole(regexp.MustCompile(`msg="data partition mounted" device=/dev/vda5 formatted=true grown=true`), 0, time.Second); err != nil {
+		t.Errorf("first boot did not grow and format the data partition: %v", err)
+	}
+
+	c := n.Console()
+	// The shell may still be starting: wait until it answers.
+	if _, err := c.Run("true", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st := nodeStatus(t, c)
+	if !st.DataMounted || st.Watchdog != "armed" {
+		t.Errorf("status: data mounted %v, watchdog %q", st.DataMounted, st.Watchdog)
+	}
+
+	t.Run("KilledServiceComesBack", func(t *testing.T) {
+		h, _ := n.Health(ctx)
+		before, _ := service(h, "frontdoor")
+		offset := len(n.ConsoleOutput())
+		sent := time.Now()
+		if _, err := c.Run(fmt.Sprintf("kill -9 %d", before.PID), 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		h, err := n.WaitHealth(ctx, 30*time.Second, func(h frontdoor.Health) bool {
+			s, _ := service(h, "frontdoor")
+			return s.State == "running" && s.PID != before.PID
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _ := service(h, "frontdoor")
+		if after.Restarts != before.Restarts+1 {
+			t.Errorf("restarts %d, want %d", after.Restarts, before.Restarts+1)
+		}
+		// The supervisor's own timestamps: exit noticed to running again.
+		ended, _, err1 := n.WaitConsole(regexp.MustCompile(`time=\S+ level=WARN msg="service ended" service=frontdoor`), offset, 5*time.Second)
+		running, _, err2 := n.WaitConsole(regexp.MustCompile(`time=\S+ level=INFO msg="service running" service=frontdoor`), offset, 5*time.Second)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("console lines: %v %v", err1, err2)
+		}
+		latency := parseTime(t, ended, running)
+		t.Logf("restart latency of a killed service: %v in the guest (exit seen to running), %v from the host (kill typed to health showing the new pid)",
+			latency, time.Since(sent).Round(time.Millisecond))
+		if latency > 2*time.Second {
+			t.Errorf("service took %v to come back, want at most 2s", latency)
+		}
+	})
+
+	t.Run("CrashLoopBacksOff", func(t *testing.T) {
+		h, _ := n.Health(ctx)
+		before, _ := service(h, "frontdoor")
+		// Take the service's binary away and kill it: every restart fails.
+		if _, err := c.Run(fmt.Sprintf("mv /usr/bin/tandem-frontdoor /usr/bin/tandem-frontdoor.away && kill -9 %d", before.PID), 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Second)
+		st := nodeStatus(t, c)
+		var fd statusapi.Service
+		for _, s := range st.Services {
+			if s.Name == "frontdoor" {
+				fd = s
+			}
+		}
+		restarts := fd.Restarts - before.Restarts
+		t.Logf("in 20 s of crash loop: %d restarts, state %s, last error %q", restarts, fd.State, fd.LastError)
+		// Delays of 0.1, 0.2, 0.4 … 6.4 s: about 7 starts in 20 s, where a
+		// loop without backoff would make thousands.
+		if restarts < 4 || restarts > 10 {
+			t.Errorf("%d restarts in 20 s, want about 7", restarts)
+		}
+		if fd.State != statusapi.StateBackoff || fd.NextStart == nil || !strings.Contains(fd.LastError, "no such file") {
+			t.Errorf("frontdoor status %+v", fd)
+		}
+		// The other services are untouched.
+		for _, s := range st.Services {
+			if s.Name != "frontdoor" && s.State != statusapi.StateRunning {
+				t.Errorf("%s is %s", s.Name, s.State)
+			}
+		}
+		if _, err := c.Run("mv /usr/bin/tandem-frontdoor.away /usr/bin/tandem-frontdoor", 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.WaitHealthy(ctx, 45*time.Second); err != nil {
+			t.Fatalf("did not recover once the binary was back: %v", err)
+		}
+	})
+
+	t.Run("RebootKeepsData", func(t *testing.T) {
+		certBefore := certFingerprint(t, n)
+		offset := len(n.ConsoleOutput())
+		if err := c.Send("supervisorctl reboot"); err != nil {
+			t.Fatal(err)
+		}
+		// Services stop in reverse order, then the data partition is
+		// unmounted and the node restarts.
+		for _, re := range []string{`msg="stopping services" for=reboot`, `msg=bye action=reboot`, `Linux version`, `msg="tandem-init starting"`} {
+			_, next, err := n.WaitConsole(regexp.MustCompile(re), offset, 2*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			offset = next
+		}
+		if _, _, err := n.WaitConsole(regexp.MustCompile(`msg="data partition mounted" device=/dev/vda5 formatted=false`), offset, time.Minute); err != nil {
+			t.Errorf("second boot: %v", err)
+		}
+		if _, err := n.WaitHealthy(ctx, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if certFingerprint(t, n) != certBefore {
+			t.Error("the front door's certificate changed across a reboot: /data was not kept")
+		}
+	})
+
+	t.Run("PowerOff", func(t *testing.T) {
+		if _, err := c.Run("true", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send("supervisorctl poweroff"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-n.Exited():
+		case <-time.After(time.Minute):
+			t.Fatal("QEMU still running a minute after poweroff")
+		}
+		if _, _, err := n.WaitConsole(regexp.MustCompile(`msg=bye action=poweroff`), 0, time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestWatchdogResetsAHungNode(t *testing.T) {
+	ctx := context.Background()
+	n := boot(t, qemubox.NodeConfig{Name: "node-w"})
+	if _, err := n.WaitHealthy(ctx, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c := n.Console()
+	if _, err := c.Run("true", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	offset := len(n.ConsoleOutput())
+	stopped := time.Now()
+	// tandem-init runs as /bin/uinit: stop it, and with it the pets.
+	if _, err := c.Run("kill -SIGSTOP $(pidof uinit)", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.WaitConsole(regexp.MustCompile(`Linux version`), offset, 60*time.Second); err != nil {
+		t.Fatalf("no reset after the supervisor stopped: %v", err)
+	}
+	elapsed := time.Since(stopped)
+	t.Logf("watchdog reset %v after the supervisor was stopped (timeout 15s)", elapsed.Round(100*time.Millisecond))
+	if elapsed < 5*time.Second {
+		t.Errorf("reset after only %v: not the watchdog's timeout", elapsed)
+	}
+	if _, err := n.WaitHealthy(ctx, 3*time.Minute); err != nil {
+		t.Fatalf("node did not come back after the reset: %v", err)
+	}
+}
+
+func TestUEFIDiskBoot(t *testing.T) {
+	ctx := context.Background()
+	started := time.Now()
+	n := boot(t, qemubox.NodeConfig{Name: "node-u", Boot: qemubox.UEFI})
+	h, err := n.WaitHealthy(ctx, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("UEFI boot from the disk image to all services running: %.1fs", time.Since(started).Seconds())
+	// No tandem.hostname on GRUB's command line: the name comes from the MAC.
+	if h.Node != "tandem-7a0101" {
+		t.Errorf("node name %q, want tandem-7a0101", h.Node)
+	}
+	c := n.Console()
+	if _, err := c.Run("true", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st := nodeStatus(t, c); st.Slot != "a" {
+		t.Errorf("booted from slot %q, want a", st.Slot)
+	}
+}
+
+func certFingerprint(t *testing.T, n *qemubox.Node) [32]byte {
+	t.Helper()
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(n.URL(), "https://"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return sha256.Sum256(conn.ConnectionState().PeerCertificates[0].Raw)
+}
+
+// parseTime returns the time between the timestamps of two console log
+// lines.
+func parseTime(t *testing.T, first, second string) time.Duration {
+	t.Helper()
+	ts := func(line string) time.Time {
+		m := regexp.MustCompile(`time=(\S+)`).FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("no timestamp in %q", line)
+		}
+		v, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	return ts(second).Sub(ts(first))
+}

@@ -1,0 +1,367 @@
+// Package qemubox boots the virtual Tandem box: QEMU machines running the
+// built image, laid out as the qemu-2node board says (every device at the
+// PCI address its board file names), each with its own system disk (a
+// copy-on-write overlay of images/out/disk.img), the management side
+// reachable from the host on a forwarded localhost port, and the nodes
+// joined by an interconnect link over loopback UDP. `make run` and the
+// boot tests both use it.
+//
+// KVM is used when /dev/kvm is usable, TCG otherwise.
+package qemubox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tandemhci/tandem/board"
+)
+
+// Boot says how a node starts.
+type Boot int
+
+const (
+	// DirectKernel hands QEMU the kernel and initramfs (fastest; the
+	// kernel command line can carry settings).
+	DirectKernel Boot = iota
+	// UEFI boots the disk image under OVMF through GRUB, as hardware does.
+	UEFI
+)
+
+// Config describes the box.
+type Config struct {
+	ImageDir string       // images/out
+	Board    *board.Board // its NIC and disk PCI addresses place the devices
+	WorkDir  string       // overlays, sockets, console logs; kept between runs if reused
+	Nodes    []NodeConfig
+	Logger   *slog.Logger
+}
+
+// NodeConfig describes one machine.
+type NodeConfig struct {
+	Name      string // also its hostname on the direct-kernel command line
+	Boot      Boot
+	MemoryMiB int      // default 2048
+	CPUs      int      // default 2
+	DiskGiB   int      // system disk size; default 8
+	Append    []string // extra kernel arguments (direct-kernel boot)
+	// FreshDisk discards a disk overlay left by an earlier run.
+	FreshDisk bool
+}
+
+// Box is a running set of nodes.
+type Box struct {
+	cfg   Config
+	Nodes []*Node
+}
+
+// Node is one running machine.
+type Node struct {
+	Name        string
+	HTTPSPort   int    // localhost port forwarded to the node's front door (443)
+	ConsoleLog  string // everything the serial console printed
+	ConsolePath string // Unix socket of the serial console
+	Disk        string
+
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	err     error
+	mu      sync.Mutex
+	console net.Conn   // the one connection to the serial console
+	typing  sync.Mutex // one writer on the console at a time
+}
+
+// Accel returns the QEMU accelerator arguments: KVM if usable, else TCG.
+func Accel() []string {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		return []string{"-accel", "kvm", "-cpu", "host"}
+	}
+	// -cpu max gives the guest RDRAND, so its entropy pool fills at boot.
+	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+}
+
+// Start boots every node and returns at once; use WaitHealthy to wait.
+func Start(ctx context.Context, cfg Config) (*Box, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"vmlinuz", "initramfs.cpio.zst", "disk.img"} {
+		if _, err := os.Stat(filepath.Join(cfg.ImageDir, f)); err != nil {
+			return nil, fmt.Errorf("image not built (make image): %w", err)
+		}
+	}
+	// Interconnect: a point-to-point link over loopback UDP between node
+	// 0 and node 1.
+	icPorts, err := freeUDPPorts(2)
+	if err != nil {
+		return nil, err
+	}
+	b := &Box{cfg: cfg}
+	for i, nc := range cfg.Nodes {
+		n, err := b.startNode(ctx, i, nc, icPorts)
+		if err != nil {
+			b.Stop()
+			return nil, fmt.Errorf("node %s: %w", nc.Name, err)
+		}
+		b.Nodes = append(b.Nodes, n)
+	}
+	return b, nil
+}
+
+func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig, icPorts []int) (*Node, error) {
+	if nc.MemoryMiB == 0 {
+		nc.MemoryMiB = 2048
+	}
+	if nc.CPUs == 0 {
+		nc.CPUs = 2
+	}
+	if nc.DiskGiB == 0 {
+		nc.DiskGiB = 8
+	}
+	dir := filepath.Join(b.cfg.WorkDir, nc.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		Name:        nc.Name,
+		ConsoleLog:  filepath.Join(dir, "console.log"),
+		ConsolePath: filepath.Join(dir, "console.sock"),
+		Disk:        filepath.Join(dir, "disk.qcow2"),
+		exited:      make(chan struct{}),
+	}
+	if nc.FreshDisk {
+		_ = os.Remove(n.Disk)
+	}
+	if _, err := os.Stat(n.Disk); err != nil {
+		img, _ := filepath.Abs(filepath.Join(b.cfg.ImageDir, "disk.img"))
+		out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "raw", n.Disk, fmt.Sprintf("%dG", nc.DiskGiB)).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("qemu-img create: %w: %s", err, out)
+		}
+	}
+	_ = os.Remove(n.ConsoleLog)
+	_ = os.Remove(n.ConsolePath)
+	port, err := freeTCPPort()
+	if err != nil {
+		return nil, err
+	}
+	n.HTTPSPort = port
+
+	args, err := b.qemuArgs(i, nc, n, icPorts)
+	if err != nil {
+		return nil, err
+	}
+	n.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	stderr, err := os.Create(filepath.Join(dir, "qemu.stderr"))
+	if err != nil {
+		return nil, err
+	}
+	n.cmd.Stderr = stderr
+	// Its own process group, so Ctrl-C in `make run` reaches us first and
+	// we stop QEMU ourselves, cleanly.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	b.cfg.Logger.Debug("starting QEMU", "node", nc.Name, "args", strings.Join(args, " "))
+	if err := n.cmd.Start(); err != nil {
+		stderr.Close()
+		return nil, fmt.Errorf("start QEMU: %w", err)
+	}
+	go func() {
+		err := n.cmd.Wait()
+		stderr.Close()
+		n.mu.Lock()
+		n.err = err
+		n.mu.Unlock()
+		close(n.exited)
+	}()
+	if err := n.attachConsole(); err != nil {
+		n.Kill()
+		return nil, err
+	}
+	return n, nil
+}
+
+// attachConsole connects to the serial console socket as soon as QEMU
+// offers it and copies everything the guest prints into ConsoleLog.
+func (n *Node) attachConsole() error {
+	log, err := os.Create(n.ConsoleLog)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := net.Dial("unix", n.ConsolePath)
+		if err == nil {
+			n.console = conn
+			break
+		}
+		select {
+		case <-n.exited:
+			log.Close()
+			return fmt.Errorf("QEMU exited before its console could be attached: %v", n.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log.Close()
+			return fmt.Errorf("console %s: %w", n.ConsolePath, err)
+		}
+	}
+	go func() {
+		_, _ = io.Copy(log, n.console)
+		log.Close()
+	}()
+	return nil
+}
+
+// pciAddr turns a board PCI path (0000:00:03.0) into QEMU's addr= (0x3).
+func pciAddr(path string) (string, error) {
+	var dom, bus, slot, fn int
+	if _, err := fmt.Sscanf(path, "%x:%x:%x.%x", &dom, &bus, &slot, &fn); err != nil || dom != 0 || bus != 0 {
+		return "", fmt.Errorf("PCI path %q: qemubox places devices on bus 0000:00 only", path)
+	}
+	return fmt.Sprintf("0x%x.0x%x", slot, fn), nil
+}
+
+func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node, icPorts []int) ([]string, error) {
+	bd := b.cfg.Board
+	addrOf := func(r board.Role) (string, error) {
+		nic, ok := bd.NIC(r)
+		if !ok {
+			return "", fmt.Errorf("board %s has no %s NIC", bd.Name, r)
+		}
+		return pciAddr(nic.Match.PCIPath)
+	}
+	mgmtAddr, err := addrOf(board.RoleManagement)
+	if err != nil {
+		return nil, err
+	}
+	icAddr, err := addrOf(board.RoleInterconnect)
+	if err != nil {
+		return nil, err
+	}
+	diskAddr, err := pciAddr(bd.Disks.System.Match.PCIPath)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"-name", nc.Name,
+		"-machine", "q35",
+		"-m", strconv.Itoa(nc.MemoryMiB),
+		"-smp", strconv.Itoa(nc.CPUs),
+		"-nographic", "-nodefaults", "-vga", "none",
+		// QEMU waits for qemubox to connect before it starts the guest, so
+		// the console log has every byte from the first.
+		"-chardev", fmt.Sprintf("socket,id=console,path=%s,server=on,wait=on", n.ConsolePath),
+		"-serial", "chardev:console",
+		// Management: user networking, reachable from the host only on the
+		// forwarded port; restrict=on keeps the guest from reaching out.
+		"-netdev", fmt.Sprintf("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:%d-:443", n.HTTPSPort),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=mgmt,addr=%s,mac=%s", mgmtAddr, mac(i, 1)),
+		"-drive", fmt.Sprintf("file=%s,if=none,id=system,format=qcow2,cache=unsafe", n.Disk),
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=system,addr=%s", diskAddr),
+		"-device", "virtio-rng-pci",
+	}
+	if len(b.cfg.Nodes) >= 2 && i < 2 {
+		local, remote := icPorts[i], icPorts[1-i]
+		args = append(args,
+			"-netdev", fmt.Sprintf("socket,id=ic,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", remote, local),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=ic,addr=%s,mac=%s", icAddr, mac(i, 2)))
+	}
+	if bd.Watchdog.Module == "i6300esb" {
+		args = append(args, "-device", "i6300esb", "-action", "watchdog=reset")
+	}
+	args = append(args, Accel()...)
+	switch nc.Boot {
+	case DirectKernel:
+		appendArgs := append([]string{
+			"console=tty0", bd.Console.KernelArg(), "panic=10", "tandem.hostname=" + nc.Name,
+		}, nc.Append...)
+		args = append(args,
+			"-kernel", filepath.Join(b.cfg.ImageDir, "vmlinuz"),
+			"-initrd", filepath.Join(b.cfg.ImageDir, "initramfs.cpio.zst"),
+			"-append", strings.Join(appendArgs, " "))
+	case UEFI:
+		args = append(args, "-bios", "/usr/share/qemu/OVMF.fd")
+	}
+	return args, nil
+}
+
+// mac returns a stable, locally administered MAC for node i's NIC k.
+func mac(i, k int) string { return fmt.Sprintf("52:54:00:7a:%02x:%02x", i+1, k) }
+
+// Stop ends every node: QEMU is asked to quit (SIGTERM), then killed.
+func (b *Box) Stop() {
+	for _, n := range b.Nodes {
+		n.Kill()
+	}
+}
+
+// Kill ends the node's QEMU at once, like pulling the power cord.
+func (n *Node) Kill() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		<-n.exited
+	}
+}
+
+// Exited is closed when the node's QEMU has ended.
+func (n *Node) Exited() <-chan struct{} { return n.exited }
+
+// Err is why QEMU ended, once it has.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.err
+}
+
+func freeTCPPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func freeUDPPorts(n int) ([]int, error) {
+	var ports []int
+	var conns []net.PacketConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for len(ports) < n {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	return ports, nil
+}
