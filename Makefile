@@ -1,0 +1,42 @@
+# Tandem: firmware for two-node hyperconverged boxes.
+#
+#   make run     set up, build the image if needed, boot the virtual box
+#   make test    set up, vet, unit tests, build the image, boot tests
+#   make check   the fast loop: vet and unit tests
+#   make image   build the firmware image into images/out (BOARD=qemu-2node)
+
+BOARD   ?= qemu-2node
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+OUT     := images/out
+export GOFLAGS := -buildvcs=false
+
+# Everything the image is built from: a change here rebuilds it for `make run`.
+IMAGE_INPUTS := $(shell find initramfs services board images web -type f \( -name '*.go' -o -name '*.yaml' \) -not -path 'images/out/*' 2>/dev/null) go.mod go.sum
+
+.PHONY: all deps check image run test clean
+
+all: check
+
+deps:
+	@scripts/deps.sh
+
+check: deps
+	go vet ./...
+	go test ./...
+
+image: deps
+	go run ./images/mkimage -board $(BOARD) -out $(OUT) -version $(VERSION)
+
+$(OUT)/disk.img: $(IMAGE_INPUTS)
+	go run ./images/mkimage -board $(BOARD) -out $(OUT) -version $(VERSION)
+
+run: deps $(OUT)/disk.img
+	go build -o $(OUT)/runbox ./images/runbox
+	exec $(OUT)/runbox -images $(OUT) -work $(OUT)/run -board $(BOARD)
+
+# The boot tests need the image: TANDEM_E2E=1 makes its absence a failure.
+test: check image
+	TANDEM_E2E=1 go test -count=1 -timeout 40m ./images/boottest/
+
+clean:
+	rm -rf $(OUT)
