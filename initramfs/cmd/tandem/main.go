@@ -27,9 +27,13 @@ func commands() map[string]func(args []string) int {
 		"tandem-init":      tandeminit.Main,
 		"tandem-frontdoor": frontdoorcmd.Main,
 		"supervisorctl":    supervisorctl.Main,
-		// u-root's init starts /bin/uinit, a link to tandem-init.
-		"uinit": tandeminit.Main,
 	}
+}
+
+// aliases are other names a command is started by: u-root's init starts
+// /bin/uinit, a link to tandem-init.
+func aliases() map[string]string {
+	return map[string]string{"uinit": "tandem-init"}
 }
 
 func main() {
@@ -45,6 +49,9 @@ func main() {
 		return
 	}
 	name, args := filepath.Base(os.Args[0]), os.Args[1:]
+	if real, ok := aliases()[name]; ok {
+		name = real
+	}
 	if _, ok := cmds[name]; !ok && len(args) > 0 {
 		name, args = args[0], args[1:]
 	}
