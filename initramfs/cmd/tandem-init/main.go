@@ -40,6 +40,16 @@ const (
 
 // Main runs tandem-init; it returns only if the node cannot boot.
 func Main(args []string) int {
+	// It takes over the machine (mounts, hostname, network, reboot):
+	// refuse to start anywhere but a Tandem node's initramfs.
+	if len(args) > 0 {
+		fmt.Fprintln(os.Stderr, "tandem-init takes no arguments: it is started by u-root's init as /bin/uinit")
+		return 2
+	}
+	if err := checkInitramfs(); err != nil {
+		fmt.Fprintln(os.Stderr, "tandem-init:", err)
+		return 2
+	}
 	level := new(slog.LevelVar)
 	console := openConsoles()
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: level}))
@@ -199,6 +209,22 @@ func (n *node) powerOff(action string) {
 	if err := unix.Reboot(cmd); err != nil {
 		n.log.Error("reboot system call", "err", err)
 	}
+}
+
+// checkInitramfs reports whether this process runs where tandem-init
+// belongs: started by PID 1, with the root file system in RAM.
+func checkInitramfs() error {
+	if os.Getppid() != 1 {
+		return errors.New("refusing to start: not started by init (PID 1); tandem-init only runs as a node's uinit")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return fmt.Errorf("statfs /: %w", err)
+	}
+	if st.Type != unix.RAMFS_MAGIC && st.Type != unix.TMPFS_MAGIC {
+		return fmt.Errorf("refusing to start: / is not an initramfs (file system type %#x)", st.Type)
+	}
+	return nil
 }
 
 // loadModules loads the board's kernel modules and their dependencies.
