@@ -1,8 +1,13 @@
-// Package frontdoor is the node's one TCP port. Today it serves the health
-// endpoint over TLS with a self-signed certificate kept on the data
-// partition; the cluster work turns it into the single-port router for
-// the console, the API, raft, replication and join, with certificates
-// from the cluster CA.
+// Package frontdoor is the one TCP port a Tandem member exposes. It ends
+// TLS, works out who a peer is from its client certificate, and routes
+// every request by HTTP Upgrade protocol or path prefix, first match
+// wins, to a backend: a handler in the same process (the witness) or a
+// service's Unix socket (on a node). The routes are wired in one place,
+// the command that runs the front door.
+//
+// Backends trust two headers only the front door sets: HeaderMember, the
+// verified identity of a peer member, and X-Forwarded-For. Whatever a
+// client sends in them is dropped.
 package frontdoor
 
 import (
@@ -14,54 +19,111 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
-
-	"github.com/tandemhci/tandem/initramfs/statusapi"
 )
 
-// NodeStatus is where the health comes from: the supervisor's status API.
-type NodeStatus interface {
-	Node(ctx context.Context) (statusapi.Node, error)
+// Upgrade protocols carried by the front door.
+const (
+	UpgradeRaft        = "tandem-raft/1"
+	UpgradeReplication = "tandem-replication/1"
+)
+
+// Headers between the front door, its peers and its backends.
+const (
+	// HeaderMember carries the verified member identity ("node/<id>",
+	// "witness/<id>") of a peer that presented a cluster certificate.
+	HeaderMember = "X-Tandem-Member"
+	// HeaderClaim is the identity a dialling member says it has; it must
+	// match its certificate.
+	HeaderClaim = "X-Tandem-Claim"
+	// HeaderForwardedBy marks a request a member forwarded to the leader,
+	// so it is never forwarded again.
+	HeaderForwardedBy = "X-Tandem-Forwarded-By"
+)
+
+// Route sends matching requests to a backend.
+type Route struct {
+	Name    string
+	Upgrade string // matches requests asking for this Upgrade protocol
+	Prefix  string // matches request paths with this prefix
+	Method  string // and, if set, only this method
+	// Member restricts the route to peers with a cluster certificate.
+	Member  bool
+	Backend http.Handler
+}
+
+func (r Route) matches(req *http.Request) bool {
+	if r.Method != "" && req.Method != r.Method {
+		return false
+	}
+	if r.Upgrade != "" {
+		return strings.EqualFold(req.Header.Get("Upgrade"), r.Upgrade)
+	}
+	return r.Prefix != "" && strings.HasPrefix(req.URL.Path, r.Prefix)
 }
 
 // Config is the front door's configuration.
 type Config struct {
-	Listen   string // e.g. ":443"
-	StateDir string // keeps the TLS key and certificate
-	Status   NodeStatus
-	Logger   *slog.Logger
+	Listen string // e.g. ":443"
+	TLS    *TLSSource
+	Routes []Route
+	Logger *slog.Logger
 }
 
 // Server is the front door.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	cert tls.Certificate
+	cfg Config
+	log *slog.Logger
 }
 
-// New loads (or creates) the TLS certificate.
+// New checks the configuration.
 func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Status == nil {
-		return nil, errors.New("frontdoor: no node status source")
+	if cfg.TLS == nil {
+		return nil, errors.New("frontdoor: no TLS source")
 	}
-	cert, err := loadOrCreateCert(cfg.StateDir, cfg.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("frontdoor: %w", err)
+	for i, r := range cfg.Routes {
+		if r.Backend == nil || (r.Upgrade == "" && r.Prefix == "") {
+			return nil, fmt.Errorf("frontdoor: route %d (%s) needs a backend and an Upgrade or a prefix", i, r.Name)
+		}
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, cert: cert}, nil
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
 }
 
-// Handler routes the front door's requests.
+// Handler is the router: identity first, then the first matching route.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/health", s.health)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: errorDetail{Code: "not_found", Message: "no such endpoint: " + r.URL.Path}})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(HeaderMember)
+		r.Header.Del("X-Forwarded-For")
+		id, idErr := s.cfg.TLS.PeerIdentity(r.TLS)
+		if id != "" {
+			r.Header.Set(HeaderMember, id)
+		}
+		if claim := r.Header.Get(HeaderClaim); claim != "" && claim != id {
+			s.log.Warn("refused a peer claiming another member's identity", "claim", claim, "certificate", id, "err", idErr, "from", r.RemoteAddr)
+			WriteError(w, http.StatusForbidden, "identity_mismatch", fmt.Sprintf("claims to be %s but its certificate says %q", claim, id))
+			return
+		}
+		for _, rt := range s.cfg.Routes {
+			if !rt.matches(r) {
+				continue
+			}
+			if rt.Member && id == "" {
+				msg := "this endpoint is for cluster members: present a certificate of this cluster"
+				if idErr != nil {
+					msg += " (" + idErr.Error() + ")"
+				}
+				WriteError(w, http.StatusForbidden, "not_a_member", msg)
+				return
+			}
+			rt.Backend.ServeHTTP(w, r)
+			return
+		}
+		WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	})
-	return mux
 }
 
 // Run serves until ctx ends.
@@ -70,11 +132,17 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("frontdoor: %w", err)
 	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on a listener until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         s.cfg.TLS.ServerConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
@@ -84,68 +152,32 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = srv.Shutdown(shutdown)
 	}()
 	s.log.Info("front door listening", "addr", ln.Addr().String())
-	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(tls.NewListener(ln, srv.TLSConfig)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("frontdoor: %w", err)
 	}
 	return nil
 }
 
-// Health is the answer of GET /api/v1/health.
-type Health struct {
-	Node          string          `json:"node"`
-	Version       string          `json:"version"`
-	Board         string          `json:"board"`
-	UptimeSeconds float64         `json:"uptime_seconds"`
-	Healthy       bool            `json:"healthy"` // every critical service running
-	Services      []ServiceHealth `json:"services"`
-	Problems      []string        `json:"problems"`
+// ErrorBody is the API's error shape: {"error": {"code", "message", "field"}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
 }
 
-// ServiceHealth is one supervised service in the health answer.
-type ServiceHealth struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	Restarts int    `json:"restarts"`
-	Critical bool   `json:"critical"`
-	PID      int    `json:"pid,omitempty"`
-}
-
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	n, err := s.cfg.Status.Node(ctx)
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "supervisor_unreachable", Message: err.Error()}})
-		return
-	}
-	h := Health{
-		Node: n.Name, Version: n.Version, Board: n.Board, UptimeSeconds: n.UptimeSeconds,
-		Healthy: true, Problems: n.Problems,
-	}
-	if h.Problems == nil {
-		h.Problems = []string{}
-	}
-	for _, sv := range n.Services {
-		h.Services = append(h.Services, ServiceHealth{Name: sv.Name, State: sv.State, Restarts: sv.Restarts, Critical: sv.Critical, PID: sv.PID})
-		if sv.Critical && sv.State != statusapi.StateRunning {
-			h.Healthy = false
-		}
-	}
-	writeJSON(w, http.StatusOK, h)
-}
-
-// errorBody is the API's error shape: {"error": {"code", "message"}}.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
+// ErrorDetail says what went wrong.
+type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteError writes an API error.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	WriteJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
+}
+
+// WriteJSON writes a JSON answer.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
+	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

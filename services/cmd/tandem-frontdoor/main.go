@@ -1,5 +1,5 @@
-// Package frontdoorcmd is the tandem-frontdoor command: it serves the
-// node's one TCP port.
+// Package frontdoorcmd is the tandem-frontdoor command: the node's one TCP
+// port, with every route of the node wired here.
 package frontdoorcmd
 
 import (
@@ -13,14 +13,17 @@ import (
 
 	"github.com/tandemhci/tandem/initramfs/statusapi"
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/pki"
 )
 
 // Main runs the front door with the arguments after the command name.
 func Main(args []string) int {
 	fs := flag.NewFlagSet("tandem-frontdoor", flag.ContinueOnError)
 	listen := fs.String("listen", ":443", "address to listen on")
-	state := fs.String("state", "/data/frontdoor", "directory for the TLS key and certificate")
-	socket := fs.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
+	state := fs.String("state", "/data/frontdoor", "directory for the certificate used before the node joins a cluster")
+	tlsDir := fs.String("member-tls", "/data/cluster/tls", "the member certificate and cluster CA, written by the cluster agent")
+	supervisor := fs.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
+	cluster := fs.String("cluster", "/run/tandem/cluster.sock", "the cluster agent's socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -29,8 +32,20 @@ func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	src, err := frontdoor.NewTLSSource(pki.Files{Dir: *tlsDir}, *state, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	clusterAgent := frontdoor.UnixBackend(*cluster, log)
 	fd, err := frontdoor.New(frontdoor.Config{
-		Listen: *listen, StateDir: *state, Status: statusapi.NewClient(*socket), Logger: log,
+		Listen: *listen, TLS: src, Logger: log,
+		// First match wins.
+		Routes: []frontdoor.Route{
+			{Name: "health", Prefix: "/api/v1/health", Method: "GET", Backend: frontdoor.HealthHandler(statusapi.NewClient(*supervisor))},
+			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: clusterAgent},
+			{Name: "api", Prefix: "/api/v1/", Backend: clusterAgent},
+		},
 	})
 	if err == nil {
 		err = fd.Run(ctx)
