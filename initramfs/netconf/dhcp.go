@@ -98,9 +98,9 @@ func (l *dhcpLease) apply(lease *nclient4.Lease) error {
 	}
 	defer conn.Close()
 	if l.addr.IsValid() && l.addr != addr {
-		_ = delAddress(conn, l.c.l3index, l.addr)
+		_ = DelAddress(conn, l.c.l3index, l.addr)
 	}
-	if err := addAddress(conn, l.c.l3index, addr); err != nil {
+	if err := AddAddress(conn, l.c.l3index, addr); err != nil {
 		return fmt.Errorf("DHCP address %s on %s: %w", addr, l.c.l3name, err)
 	}
 	if gw.IsValid() && gw != l.gateway {
@@ -134,7 +134,7 @@ func (l *dhcpLease) apply(lease *nclient4.Lease) error {
 func (l *dhcpLease) drop(reason string) {
 	l.m.log.Warn("DHCP lease lost", "interface", l.c.l3name, "address", l.addr, "reason", reason)
 	if conn, err := rtnetlink.Dial(nil); err == nil {
-		_ = delAddress(conn, l.c.l3index, l.addr)
+		_ = DelAddress(conn, l.c.l3index, l.addr)
 		conn.Close()
 	}
 	l.lease, l.addr, l.gateway = nil, netip.Prefix{}, netip.Addr{}

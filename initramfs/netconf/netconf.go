@@ -259,7 +259,7 @@ func (m *Manager) configure(conn *rtnetlink.Conn, role board.Role, iface board.I
 		if !rc.Address.IsValid() {
 			return nil, errors.New("static mode without an address")
 		}
-		if err := addAddress(conn, c.l3index, rc.Address); err != nil {
+		if err := AddAddress(conn, c.l3index, rc.Address); err != nil {
 			return nil, fmt.Errorf("address %s: %w", rc.Address, err)
 		}
 		c.addrs = []netip.Prefix{rc.Address}
@@ -365,7 +365,8 @@ func ensureBridge(conn *rtnetlink.Conn, name string, port board.Interface) error
 	return nil
 }
 
-func addAddress(conn *rtnetlink.Conn, index uint32, p netip.Prefix) error {
+// AddAddress adds an address to a link; an address already there is fine.
+func AddAddress(conn *rtnetlink.Conn, index uint32, p netip.Prefix) error {
 	ip := net.IP(p.Addr().AsSlice())
 	attrs := &rtnetlink.AddressAttributes{Address: ip, Local: ip}
 	family := uint8(unix.AF_INET6)
@@ -387,7 +388,8 @@ func addAddress(conn *rtnetlink.Conn, index uint32, p netip.Prefix) error {
 	return err
 }
 
-func delAddress(conn *rtnetlink.Conn, index uint32, p netip.Prefix) error {
+// DelAddress removes an address from a link.
+func DelAddress(conn *rtnetlink.Conn, index uint32, p netip.Prefix) error {
 	ip := net.IP(p.Addr().AsSlice())
 	family := uint8(unix.AF_INET6)
 	if p.Addr().Is4() {

@@ -22,8 +22,10 @@ func UnixBackend(socket string, log *slog.Logger) http.Handler {
 			pr.SetXForwarded()
 			// Rewrite drops hop-by-hop headers but the identity header is
 			// ours: carry it on.
-			if id := pr.In.Header.Get(HeaderMember); id != "" {
-				pr.Out.Header.Set(HeaderMember, id)
+			for _, h := range []string{HeaderMember, HeaderClient, HeaderForwardedBy} {
+				if v := pr.In.Header.Get(h); v != "" {
+					pr.Out.Header.Set(h, v)
+				}
 			}
 		},
 		Transport: &http.Transport{

@@ -40,6 +40,9 @@ const (
 	// HeaderForwardedBy marks a request a member forwarded to the leader,
 	// so it is never forwarded again.
 	HeaderForwardedBy = "X-Tandem-Forwarded-By"
+	// HeaderClient is the address of the client a member forwards for;
+	// taken only from members.
+	HeaderClient = "X-Tandem-Client"
 )
 
 // Route sends matching requests to a backend.
@@ -101,6 +104,9 @@ func (s *Server) Handler() http.Handler {
 		id, idErr := s.cfg.TLS.PeerIdentity(r.TLS)
 		if id != "" {
 			r.Header.Set(HeaderMember, id)
+		} else {
+			r.Header.Del(HeaderClient)
+			r.Header.Del(HeaderForwardedBy)
 		}
 		if claim := r.Header.Get(HeaderClaim); claim != "" && claim != id {
 			s.log.Warn("refused a peer claiming another member's identity", "claim", claim, "certificate", id, "err", idErr, "from", r.RemoteAddr)

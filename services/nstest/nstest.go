@@ -8,15 +8,20 @@ package nstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // NS is one network namespace.
@@ -50,7 +55,9 @@ func New(t testing.TB, label string) *NS {
 		out, _ := exec.Command("ip", "netns", "pids", ns.Name).Output()
 		for _, f := range strings.Fields(string(out)) {
 			var pid int
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
+			// This process is listed too when one of its threads dialled
+			// from the namespace.
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && pid != os.Getpid() {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -134,4 +141,35 @@ func (w logWriter) Write(p []byte) (int, error) {
 		w.t.Logf("[%s] %s", w.name, line)
 	}
 	return len(p), nil
+}
+
+// DialContext dials from inside the namespace: the socket is created on
+// an OS thread that has joined the namespace (the thread is discarded
+// afterwards), so the test process can be a client on the test network.
+func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread stays locked and ends with this goroutine: it is in
+		// another namespace now and must not run other goroutines.
+		runtime.LockOSThread()
+		f, err := os.Open("/run/netns/" + ns.Name)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("setns %s: %w", ns.Name, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }

@@ -18,7 +18,9 @@ import (
 
 	"github.com/tandemhci/tandem/initramfs/cmd/supervisorctl"
 	tandeminit "github.com/tandemhci/tandem/initramfs/cmd/tandem-init"
+	clustercmd "github.com/tandemhci/tandem/services/cmd/tandem-cluster"
 	frontdoorcmd "github.com/tandemhci/tandem/services/cmd/tandem-frontdoor"
+	witnesscmd "github.com/tandemhci/tandem/services/cmd/tandem-witness"
 )
 
 // commands maps each command name to its entry point.
@@ -26,6 +28,8 @@ func commands() map[string]func(args []string) int {
 	return map[string]func(args []string) int{
 		"tandem-init":      tandeminit.Main,
 		"tandem-frontdoor": frontdoorcmd.Main,
+		"tandem-cluster":   clustercmd.Main,
+		"tandem-witness":   witnesscmd.Main,
 		"supervisorctl":    supervisorctl.Main,
 	}
 }

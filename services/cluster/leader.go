@@ -1,0 +1,406 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/pki"
+)
+
+// SettingClusterIP is the cluster setting naming the cluster IP (with its
+// prefix length), e.g. 192.0.2.100/24.
+const SettingClusterIP = "cluster.ip"
+
+// watchLeadership starts the leader loop when this member wins and stops
+// it when it loses. Losing drops the cluster IP before anything else.
+func (a *Agent) watchLeadership(r *raft.Raft, notify <-chan bool) {
+	var stop context.CancelFunc
+	var wg sync.WaitGroup
+	end := func() {
+		if stop != nil {
+			stop()
+			wg.Wait()
+			stop = nil
+		}
+	}
+	defer end()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case leader := <-notify:
+			a.leaderGen.Add(1)
+			a.leaderReady.Store(false)
+			if !leader {
+				if a.ip != nil {
+					a.ip.release()
+				}
+				end()
+				a.log.Info("lost leadership", "term", r.CurrentTerm())
+				continue
+			}
+			end()
+			if a.r() != r {
+				return // this raft instance was replaced
+			}
+			a.log.Info("won leadership", "term", r.CurrentTerm())
+			ctx, cancel := context.WithCancel(a.ctx)
+			stop = cancel
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.leaderLoop(ctx, r)
+			}()
+		}
+	}
+}
+
+// leaderLoop is the work only the leader does. Placement and HA decisions
+// join it in later issues.
+func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
+	if a.id.Role == pki.RoleWitness {
+		a.handOver(ctx, r)
+		return
+	}
+	// Everything committed before this term is applied here first.
+	if err := r.Barrier(10 * time.Second).Error(); err != nil {
+		a.log.Warn("leader barrier", "err", err)
+		return
+	}
+	a.leaderReady.Store(true)
+	term := r.CurrentTerm()
+
+	var held netip.Prefix
+	var heldAt time.Time
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if want := a.clusterIPSetting(); a.ip != nil && want != held {
+			if held.IsValid() {
+				a.ip.release()
+				held = netip.Prefix{}
+			}
+			if want.IsValid() {
+				if err := a.takeClusterIP(ctx, r, term, want); err != nil {
+					if ctx.Err() == nil {
+						a.log.Warn("cluster IP not taken", "ip", want, "err", err)
+					}
+				} else {
+					held, heldAt = want, time.Now()
+				}
+			}
+		}
+		// Repeat the announcement a few times after taking over: one lost
+		// gratuitous ARP must not strand clients on the old holder.
+		if held.IsValid() {
+			if since := time.Since(heldAt); since > 900*time.Millisecond && since < 3500*time.Millisecond {
+				a.ip.announce()
+			}
+		}
+		a.reconcileAddresses(r)
+		a.probeMembers(ctx, r)
+		a.promoteNonvoters(r)
+		a.liftForcedMode(ctx, r)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// handOver gives the witness's leadership to a node that answers. If
+// none can take it, the witness leads on (the cluster still commits; no
+// cluster IP moves to the witness) and tries again each second.
+func (a *Agent) handOver(ctx context.Context, r *raft.Raft) {
+	for ctx.Err() == nil {
+		a.probeMembers(ctx, r)
+		f := r.GetConfiguration()
+		if f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				m, ok := a.Directory().Member(string(s.ID))
+				pr, probed := a.probes.get(string(s.ID))
+				if !ok || m.Role != directory.MemberNode || s.Suffrage != raft.Voter ||
+					!probed || pr.Err != "" || time.Since(pr.At) > 2*time.Second {
+					continue
+				}
+				if err := r.LeadershipTransferToServer(s.ID, s.Address).Error(); err != nil {
+					a.log.Warn("the witness could not hand leadership to a node", "node", m.Name, "err", err)
+					continue
+				}
+				a.log.Info("the witness handed leadership to a node", "node", m.Name)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// clusterIPSetting is the configured cluster IP, if any.
+func (a *Agent) clusterIPSetting() netip.Prefix {
+	p, err := netip.ParsePrefix(a.Directory().Settings()[SettingClusterIP])
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// takeClusterIP commits that this member holds the cluster IP in this
+// term, waits out the previous leader's lease (it drops the address when
+// its lease ends), then adds the address and announces it.
+func (a *Agent) takeClusterIP(ctx context.Context, r *raft.Raft, term uint64, ip netip.Prefix) error {
+	start := time.Now()
+	if _, err := a.propose(directory.TypeIPOwner, "member:"+a.cfg.Name, "", directory.IPOwnerPayload{MemberID: a.id.ID, Term: term}); err != nil {
+		return fmt.Errorf("commit ownership: %w", err)
+	}
+	// A deposed leader steps down within its lease of its last contact
+	// with a quorum. A voter that elected this member had not heard from
+	// it for at least a heartbeat timeout, so by now the old leader's lease
+	// ran out unless lease plus a margin is longer than that: wait the
+	// difference. A planned hand-over elects at once, without that silence:
+	// the old leader drops the address as it sees the new term, within
+	// milliseconds, which the floor covers.
+	wait := max(100*time.Millisecond, a.cfg.Timing.LeaderLease+100*time.Millisecond-a.cfg.Timing.Heartbeat)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+	}
+	if r.State() != raft.Leader {
+		return errors.New("no longer the leader")
+	}
+	if err := a.ip.hold(ip); err != nil {
+		return err
+	}
+	a.log.Info("cluster IP taken", "ip", ip, "term", term, "after", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// reconcileAddresses updates a voter's raft address when the directory
+// has newer front door addresses for it (DHCP moved it).
+func (a *Agent) reconcileAddresses(r *raft.Raft) {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, s := range f.Configuration().Servers {
+		m, ok := a.Directory().Member(string(s.ID))
+		if !ok || len(m.Addresses) == 0 {
+			continue
+		}
+		want := FormatAddress(m.ID, m.Addresses)
+		if want != s.Address && s.Suffrage == raft.Voter {
+			if err := r.AddVoter(s.ID, want, 0, 5*time.Second).Error(); err != nil {
+				a.log.Warn("raft address update", "member", m.Name, "err", err)
+			} else {
+				a.log.Info("raft address updated", "member", m.Name, "address", want)
+			}
+		}
+	}
+}
+
+// probes is the leader's record of when it last reached each member.
+type probes struct {
+	mu   sync.Mutex
+	last map[string]probe
+}
+
+type probe struct {
+	At      time.Time
+	RTT     time.Duration
+	Err     string
+	Applied uint64 // the member's applied raft index
+}
+
+func newProbes() *probes { return &probes{last: map[string]probe{}} }
+
+func (p *probes) set(id string, pr probe) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.last[id]
+	if pr.Err != "" {
+		pr.At = old.At // keep the last success
+	}
+	p.last[id] = pr
+}
+
+func (p *probes) get(id string) (probe, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, ok := p.last[id]
+	return pr, ok
+}
+
+// MemberState is what a member tells the leader's probes.
+type MemberState struct {
+	MemberID     string `json:"member_id"`
+	State        string `json:"state"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+// probeMembers asks every other member in the directory for its state
+// over member TLS; answers say who is reachable (for health, and for
+// re-adding members after forced single-node mode) and how far each has
+// applied the log (for promoting new members).
+func (a *Agent) probeMembers(ctx context.Context, r *raft.Raft) {
+	var wg sync.WaitGroup
+	for _, m := range a.Directory().Members() {
+		if m.ID == a.id.ID || len(m.Addresses) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(m directory.Member) {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			start := time.Now()
+			var st MemberState
+			err := a.memberCall(pctx, m, http.MethodGet, "/api/v1/cluster/members/self", nil, &st)
+			if err == nil && st.MemberID != m.ID {
+				err = fmt.Errorf("answered as %s", st.MemberID)
+			}
+			pr := probe{At: time.Now(), RTT: time.Since(start), Applied: st.AppliedIndex}
+			if err != nil {
+				pr.Err = err.Error()
+			}
+			a.probes.set(m.ID, pr)
+		}(m)
+	}
+	wg.Wait()
+}
+
+// liftForcedMode re-adds members that left the raft configuration when an
+// admin forced this node to go on alone, once they answer again, and
+// records the end of forced mode when all are back.
+func (a *Agent) liftForcedMode(ctx context.Context, r *raft.Raft) {
+	c, ok := a.Directory().Cluster()
+	if !ok || !c.Forced.On {
+		return
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	inConfig := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		inConfig[string(s.ID)] = true
+	}
+	missing := 0
+	for _, m := range a.Directory().Members() {
+		if inConfig[m.ID] {
+			continue
+		}
+		missing++
+		pr, ok := a.probes.get(m.ID)
+		if !ok || pr.Err != "" || time.Since(pr.At) > 3*time.Second {
+			continue
+		}
+		if err := r.AddVoter(raft.ServerID(m.ID), FormatAddress(m.ID, m.Addresses), 0, 10*time.Second).Error(); err != nil {
+			a.log.Warn("re-adding a member after forced mode", "member", m.Name, "err", err)
+			continue
+		}
+		a.log.Info("member back: re-added as a voter", "member", m.Name)
+		missing--
+	}
+	if missing == 0 {
+		if _, err := a.propose(directory.TypeForced, "member:"+a.cfg.Name, "", directory.ForcedPayload{On: false, MemberID: a.id.ID, Reason: "every member is back"}); err != nil {
+			a.log.Warn("lifting forced mode", "err", err)
+		} else {
+			a.log.Info("forced single-node mode lifted: every member is back")
+		}
+	}
+}
+
+// housekeeping runs on every member: a member that does not lead must not
+// hold the cluster IP (left over from before a crash, say), and the
+// member's own record in the directory is kept current.
+func (a *Agent) housekeeping(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var published string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r := a.r()
+		if r == nil {
+			continue
+		}
+		if a.ip != nil && r.State() != raft.Leader {
+			a.ip.ensureReleased(a.clusterIPSetting())
+		}
+		// Publish this member's addresses and inventory when they change.
+		upd := directory.MemberUpdatePayload{ID: a.id.ID, Addresses: a.addresses()}
+		if a.cfg.Inventory != nil {
+			inv := a.cfg.Inventory()
+			upd.Inventory = &inv
+		}
+		b, _ := json.Marshal(upd)
+		if string(b) == published {
+			continue
+		}
+		if m, ok := a.Directory().Member(a.id.ID); ok && slices.Equal(m.Addresses, upd.Addresses) && inventoryEqual(m.Inventory, upd.Inventory) {
+			published = string(b)
+			continue
+		}
+		if err := a.updateSelf(ctx, upd); err == nil {
+			published = string(b)
+		}
+	}
+}
+
+func inventoryEqual(a, b *directory.Inventory) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// observe logs raft's view of peers failing and recovering.
+func (a *Agent) observe(r *raft.Raft) {
+	ch := make(chan raft.Observation, 32)
+	r.RegisterObserver(raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+			return true
+		}
+		return false
+	}))
+	go func() {
+		failing := map[raft.ServerID]bool{} // log transitions, not every retry
+		for {
+			select {
+			case <-a.ctx.Done():
+				return
+			case o := <-ch:
+				switch d := o.Data.(type) {
+				case raft.FailedHeartbeatObservation:
+					if !failing[d.PeerID] {
+						a.log.Warn("peer missed heartbeats", "peer", d.PeerID, "last_contact", d.LastContact)
+					}
+					failing[d.PeerID] = true
+				case raft.ResumedHeartbeatObservation:
+					delete(failing, d.PeerID)
+					a.log.Info("peer heartbeats resumed", "peer", d.PeerID)
+				case raft.LeaderObservation:
+					a.log.Info("leader", "id", d.LeaderID, "term", r.CurrentTerm())
+				}
+			}
+		}
+	}()
+}
