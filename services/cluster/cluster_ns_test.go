@@ -70,6 +70,13 @@ func TestFormWriteReadFailover(t *testing.T) {
 		return err == nil && s.Member.Name == newLeader.Name && s.State == "Leader"
 	}, func() string { return "new leader's log:\n" + quietLog(newLeader.Log()) })
 	t.Logf("leader %s killed: %s elected after %v, cluster IP answering after %v", leader.Name, newLeader.Name, elected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	// Nothing removed the address from the dead agent's node: its
+	// lifetime did, within a couple of seconds.
+	waitFor(t, 4*time.Second, "the killed leader's cluster IP to expire", func() bool {
+		out, _ := leader.NS.Command("ip", "-4", "addr", "show", "dev", "mgmt0").Output()
+		return !strings.Contains(string(out), clustertest.ClusterIP+"/")
+	}, func() string { return "" })
+	t.Logf("the killed leader's cluster IP expired %v after the kill", time.Since(killed).Round(100*time.Millisecond))
 	var got cluster.Label
 	if _, err := c.Do(ctx, c.ClientNS, "GET", clustertest.ClusterIP, "/api/v1/labels/site", nil, &got); err != nil || got.Value != "v2" {
 		t.Errorf("after failover: %+v %v", got, err)

@@ -8,13 +8,21 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
 	"github.com/tandemhci/tandem/initramfs/netconf"
 )
+
+// addressLifetime bounds how long the cluster IP outlives the process
+// that holds it: the address is added with this valid lifetime and the
+// leader renews it every half second, so if the agent dies (kill -9) or
+// stalls, the kernel removes the address by itself.
+const addressLifetime = 2 * time.Second
 
 // clusterIP puts the cluster IP on the management interface while this
 // member leads, and takes it off when it stops.
@@ -38,17 +46,70 @@ func (c *clusterIP) hold(p netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("cluster IP interface: %w", err)
 	}
-	conn, err := rtnetlink.Dial(nil)
-	if err != nil {
-		return fmt.Errorf("netlink: %w", err)
-	}
-	defer conn.Close()
-	if err := netconf.AddAddress(conn, uint32(ifi.Index), p); err != nil {
+	if err := setAddress(ifi.Index, p, addressLifetime); err != nil {
 		return fmt.Errorf("add %s on %s: %w", p, c.dev, err)
 	}
 	c.held = p
 	c.announceLocked(ifi)
 	return nil
+}
+
+// renew extends the held address's lifetime; the leader calls it every
+// half second.
+func (c *clusterIP) renew() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.held.IsValid() {
+		return
+	}
+	ifi, err := net.InterfaceByName(c.dev)
+	if err == nil {
+		err = setAddress(ifi.Index, c.held, addressLifetime)
+	}
+	if err != nil {
+		c.log.Error("cluster IP not renewed: it expires within its lifetime", "ip", c.held, "err", err)
+	}
+}
+
+// setAddress adds an IPv4 address, or replaces it to renew its lifetime
+// (rtnetlink's address messages carry no lifetime, so this one is built
+// here: an ifaddrmsg and its attributes, IFA_CACHEINFO included).
+func setAddress(ifindex int, p netip.Prefix, valid time.Duration) error {
+	if !p.Addr().Is4() {
+		return errors.New("the cluster IP must be IPv4")
+	}
+	conn, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ip := p.Addr().As4()
+	mask := net.CIDRMask(p.Bits(), 32)
+	var bcast [4]byte
+	for i := range bcast {
+		bcast[i] = ip[i] | ^mask[i]
+	}
+	hdr := make([]byte, 8) // struct ifaddrmsg
+	hdr[0], hdr[1], hdr[3] = unix.AF_INET, byte(p.Bits()), unix.RT_SCOPE_UNIVERSE
+	binary.NativeEndian.PutUint32(hdr[4:], uint32(ifindex))
+	secs := uint32(valid / time.Second)
+	ci := make([]byte, 16) // struct ifa_cacheinfo: preferred, valid, created, updated
+	binary.NativeEndian.PutUint32(ci[0:], secs)
+	binary.NativeEndian.PutUint32(ci[4:], secs)
+	ae := netlink.NewAttributeEncoder()
+	ae.Bytes(unix.IFA_LOCAL, ip[:])
+	ae.Bytes(unix.IFA_ADDRESS, ip[:])
+	ae.Bytes(unix.IFA_BROADCAST, bcast[:])
+	ae.Bytes(unix.IFA_CACHEINFO, ci)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_NEWADDR, Flags: netlink.Request | netlink.Create | netlink.Replace | netlink.Acknowledge},
+		Data:   append(hdr, attrs...),
+	})
+	return err
 }
 
 // announce repeats the gratuitous ARP for the held address.

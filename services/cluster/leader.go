@@ -100,9 +100,11 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 				}
 			}
 		}
-		// Repeat the announcement a few times after taking over: one lost
-		// gratuitous ARP must not strand clients on the old holder.
+		// Renew the address's lifetime, and repeat the announcement a few
+		// times after taking over: one lost gratuitous ARP must not strand
+		// clients on the old holder.
 		if held.IsValid() {
+			a.ip.renew()
 			if since := time.Since(heldAt); since > 900*time.Millisecond && since < 3500*time.Millisecond {
 				a.ip.announce()
 			}
