@@ -80,8 +80,8 @@ var holdLine = regexp.MustCompile(`time=(\S+) level=\S+ msg="cluster IP (taken|r
 
 // Interval is a span during which a member held the cluster IP.
 type Interval struct {
-	Member     string
-	From, To   time.Time // To is zero while still held
+	Member   string
+	From, To time.Time // To is zero while still held
 }
 
 // ClusterIPHolds reads, from the nodes' logs, when each held the cluster
