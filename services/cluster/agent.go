@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,17 +280,28 @@ func (a *Agent) startRaft(bootstrap *raft.Configuration, recover *raft.Configura
 		return errors.New("raft is already running")
 	}
 	rdir := filepath.Join(a.cfg.DataDir, "raft")
-	if err := os.MkdirAll(rdir, 0o700); err != nil {
+	store, snaps, err := openStores(rdir, a.log)
+	if err != nil {
 		return err
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(rdir, "raft.db")})
-	if err != nil {
-		return fmt.Errorf("raft log store: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(rdir, 2, newHCLogger(a.log))
-	if err != nil {
-		store.Close()
-		return fmt.Errorf("raft snapshots: %w", err)
+	if bootstrap == nil && recover == nil {
+		if excluded, by := a.excludedByForcedPeer(store, snaps); excluded {
+			// An admin forced another node to go on alone while this one
+			// was away; this member's old configuration could otherwise
+			// elect a rival leader with the other returning member. Its
+			// state is set aside (kept for inspection) and it starts empty,
+			// to be re-added by the forced node.
+			store.Close()
+			aside := rdir + ".excluded-" + time.Now().UTC().Format("20060102T150405Z")
+			if err := os.Rename(rdir, aside); err != nil {
+				return fmt.Errorf("set aside the excluded raft state: %w", err)
+			}
+			a.log.Warn("this member was left out while another node was forced to go on alone: its raft state was set aside and it starts empty, to be re-added",
+				"forced_by", by, "kept_in", aside)
+			if store, snaps, err = openStores(rdir, a.log); err != nil {
+				return err
+			}
+		}
 	}
 	self := FormatAddress(a.id.ID, a.addresses())
 	stream := newStreamLayer(a.dial, self, a.isMember)
@@ -330,6 +342,54 @@ func (a *Agent) startRaft(bootstrap *raft.Configuration, recover *raft.Configura
 	return nil
 }
 
+func openStores(dir string, log *slog.Logger) (*raftboltdb.BoltStore, raft.SnapshotStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("raft log store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newHCLogger(log))
+	if err != nil {
+		store.Close()
+		return nil, nil, fmt.Errorf("raft snapshots: %w", err)
+	}
+	return store, snaps, nil
+}
+
+// excludedByForcedPeer asks the other members of this member's last known
+// configuration whether one of them was forced to go on alone without
+// it. Unreachable peers say nothing; only a forced peer excludes.
+func (a *Agent) excludedByForcedPeer(store *raftboltdb.BoltStore, snaps raft.SnapshotStore) (bool, string) {
+	has, err := raft.HasExistingState(store, store, snaps)
+	if err != nil || !has {
+		return false, ""
+	}
+	_, scratch := raft.NewInmemTransportWithTimeout("", time.Second)
+	conf, err := raft.GetConfiguration(a.raftConfig(make(chan bool, 1)), directory.New(), store, store, snaps, scratch)
+	if err != nil {
+		a.log.Warn("reading the last raft configuration", "err", err)
+		return false, ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, s := range conf.Servers {
+		id, addrs, err := ParseAddress(s.Address)
+		if err != nil || id == a.id.ID {
+			continue
+		}
+		var st MemberState
+		if err := a.memberCall(ctx, directory.Member{ID: id, Addresses: addrs}, http.MethodGet, "/api/v1/cluster/members/self", nil, &st); err != nil {
+			continue
+		}
+		if st.Forced && !slices.Contains(st.Voters, a.id.ID) {
+			return true, id
+		}
+	}
+	return false, ""
+}
+
 // stopRaft shuts raft down and closes its stores.
 func (a *Agent) stopRaft() {
 	a.mu.Lock()
@@ -339,10 +399,12 @@ func (a *Agent) stopRaft() {
 	if r == nil {
 		return
 	}
+	// The transport first: RPCs in flight to unreachable peers end now
+	// rather than at their timeouts, which raft's shutdown would wait for.
+	trans.Close()
 	if err := r.Shutdown().Error(); err != nil {
 		a.log.Warn("raft shutdown", "err", err)
 	}
-	trans.Close()
 	store.Close()
 }
 

@@ -76,6 +76,13 @@ const principalKey ctxKey = 1
 // user requires an authenticated user with at least the given role.
 func (a *Agent) user(role directory.Role, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := a.Directory().Cluster(); !ok && a.r() != nil {
+			// Restarted and not yet replayed: it knows no users yet, and
+			// must not answer "wrong password".
+			w.Header().Set("Retry-After", "1")
+			frontdoor.WriteError(w, http.StatusServiceUnavailable, "catching_up", "this member is catching up with the cluster; retry in a moment")
+			return
+		}
 		p, err := a.authenticate(r)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="Tandem"`)
@@ -330,6 +337,16 @@ func (a *Agent) handleMemberState(w http.ResponseWriter, r *http.Request) {
 	st := MemberState{MemberID: a.id.ID, State: "not-in-cluster"}
 	if rf := a.r(); rf != nil {
 		st.State, st.AppliedIndex = rf.State().String(), rf.AppliedIndex()
+		if c, ok := a.Directory().Cluster(); ok {
+			st.Forced = c.Forced.On && c.Forced.MemberID == a.id.ID
+		}
+		if f := rf.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					st.Voters = append(st.Voters, string(s.ID))
+				}
+			}
+		}
 	}
 	frontdoor.WriteJSON(w, http.StatusOK, st)
 }

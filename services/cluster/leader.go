@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,12 +154,29 @@ func (a *Agent) handOver(ctx context.Context, r *raft.Raft) {
 	}
 }
 
-// clusterIPSetting is the configured cluster IP, if any.
+// clusterIPSetting is the configured cluster IP, if any. It is also kept
+// in a file of its own, so that a member restarting knows it before the
+// directory is replayed (and never advertises it as its own address).
 func (a *Agent) clusterIPSetting() netip.Prefix {
-	p, err := netip.ParsePrefix(a.Directory().Settings()[SettingClusterIP])
+	path := filepath.Join(a.cfg.DataDir, "cluster-ip")
+	if v, ok := a.Directory().Settings()[SettingClusterIP]; ok {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return netip.Prefix{}
+		}
+		if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != v {
+			_ = pki.WriteFileAtomic(path, []byte(v+"\n"), 0o600)
+		}
+		return p
+	}
+	if _, inCluster := a.Directory().Cluster(); inCluster {
+		return netip.Prefix{} // the setting was removed
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return netip.Prefix{}
 	}
+	p, _ := netip.ParsePrefix(strings.TrimSpace(string(b)))
 	return p
 }
 
@@ -248,9 +268,11 @@ func (p *probes) get(id string) (probe, bool) {
 
 // MemberState is what a member tells the leader's probes.
 type MemberState struct {
-	MemberID     string `json:"member_id"`
-	State        string `json:"state"`
-	AppliedIndex uint64 `json:"applied_index"`
+	MemberID     string   `json:"member_id"`
+	State        string   `json:"state"`
+	AppliedIndex uint64   `json:"applied_index"`
+	Forced       bool     `json:"forced"` // this member was forced to go on alone
+	Voters       []string `json:"voters"` // its raft configuration's voters
 }
 
 // probeMembers asks every other member in the directory for its state

@@ -98,8 +98,9 @@ func (h *history) client(ctx context.Context, t *testing.T, c *clustertest.Clust
 		switch {
 		case err == nil:
 			h.add(porcupine.Operation{ClientId: id, Input: in, Call: call, Output: out, Return: ret}, in.Put)
-		case in.Put && code != http.StatusServiceUnavailable && code != http.StatusBadRequest:
-			// Timed out or cut: the write may still commit, at any time
+		case in.Put && code != http.StatusBadRequest:
+			// Timed out, cut, or a member that forwarded it lost the
+			// leader's answer: the write may still commit, at any time
 			// after it was sent.
 			h.add(porcupine.Operation{ClientId: id, Input: in, Call: call, Output: kvOutput{Unknown: true}, Return: 1 << 62}, false)
 		}

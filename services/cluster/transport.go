@@ -146,10 +146,18 @@ func newStreamLayer(d *dialer, self raft.ServerAddress, isMember func(pki.Identi
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-// Dial implements raft.StreamLayer.
+// Dial implements raft.StreamLayer. A dial in flight ends when the layer
+// closes, so shutting raft down does not wait for unreachable peers.
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	return s.d.upgrade(ctx, address, frontdoor.UpgradeRaft)
 }
 

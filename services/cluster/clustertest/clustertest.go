@@ -122,7 +122,14 @@ func New(tb testing.TB, opts Options) *Cluster {
 	mk := func(name, role, ip string) *Member {
 		m := &Member{Name: name, Role: role, NS: nstest.New(tb, name), Dir: tb.TempDir(), IP: ip, c: c}
 		attach(m.NS, "p-"+name, ip)
-		tb.Cleanup(m.Kill)
+		tb.Cleanup(func() {
+			m.Kill()
+			// TANDEM_TEST_LOGS=dir keeps every member's log after the test.
+			if dir := os.Getenv("TANDEM_TEST_LOGS"); dir != "" {
+				_ = os.MkdirAll(dir, 0o755)
+				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(tb.Name(), "/", "_")+"."+m.Name+".log"), []byte(m.Log()), 0o644)
+			}
+		})
 		return m
 	}
 	c.A = mk("node-a", "node", Subnet+"11")
@@ -224,10 +231,12 @@ func (m *Member) KillAgent() {
 	m.procs = m.procs[:len(m.procs)-1]
 }
 
-// PowerOff is a power cut: every process dies and the links go down.
+// PowerOff is a power cut: every process dies, the links go down, and
+// what the kernel held is gone (the cluster IP, if this member had it).
 func (m *Member) PowerOff() {
 	m.Kill()
 	m.LinksDown()
+	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", "mgmt0").Run()
 }
 
 // PowerOn brings the links back and starts the processes.
@@ -257,9 +266,11 @@ func (m *Member) links() []string {
 	return []string{"mgmt0"}
 }
 
-// Wipe deletes the member's data, as if its disk had been replaced.
+// Wipe deletes the member's data, as if its disk had been replaced (and
+// the machine restarted).
 func (m *Member) Wipe() {
 	m.Kill()
+	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", "mgmt0").Run()
 	entries, _ := os.ReadDir(m.Dir)
 	for _, e := range entries {
 		if e.Name() != "log" {
@@ -337,6 +348,19 @@ func (c *Cluster) Do(ctx context.Context, from *nstest.NS, method, host, path st
 	return resp.StatusCode, nil
 }
 
+// DoRetry is Do, retried for a few seconds while the answer is 503 (a
+// member catching up, or an election): what a patient client does.
+func (c *Cluster) DoRetry(ctx context.Context, from *nstest.NS, method, host, path string, in, out any) (int, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, err := c.Do(ctx, from, method, host, path, in, out)
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // Form starts A and B, bootstraps the cluster on A, has B join through
 // the interconnect, starts the witness, and waits until all three vote.
 func (c *Cluster) Form() {
@@ -405,6 +429,18 @@ func (c *Cluster) Leader(ctx context.Context) *Member {
 		}
 	}
 	return nil
+}
+
+// WaitLeader waits until some member leads and the cluster IP answers.
+func (c *Cluster) WaitLeader(timeout time.Duration) {
+	c.tb.Helper()
+	nstest.WaitFor(c.tb, timeout, "a leader behind the cluster IP", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var s cluster.Status
+		_, err := c.Do(ctx, c.ClientNS, "GET", ClusterIP, "/api/v1/cluster/status", nil, &s)
+		return err == nil && s.State == "Leader"
+	})
 }
 
 // ByID returns the member with a cluster member ID.
