@@ -53,7 +53,15 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
+	mux.HandleFunc("POST /api/v1/cluster/audit", a.member(a.leaderOnly(a.handleAuditWrite)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := r.Header.Get(frontdoor.HeaderRefused); why != "" {
+			// The front door refused it: record it, then say no.
+			code, msg, _ := strings.Cut(why, ": ")
+			a.recordRefusal("frontdoor."+code, r.Header.Get(frontdoor.HeaderClaim), msg, clientAddr(r))
+			frontdoor.WriteError(w, http.StatusForbidden, code, msg)
+			return
+		}
 		if strings.EqualFold(r.Header.Get("Upgrade"), frontdoor.UpgradeRaft) {
 			a.mu.Lock()
 			s := a.stream
@@ -299,21 +307,64 @@ func (a *Agent) handleJoinRequest(w http.ResponseWriter, r *http.Request) {
 	frontdoor.WriteJSON(w, http.StatusOK, resp)
 }
 
-// auditRefusal writes a refused request to the audit log, at most a few a
-// second so refusals cannot flood the log.
+// auditRefusal records a join the cluster refused.
 func (a *Agent) auditRefusal(action, target string, err error, from string) {
 	var refused *refusedError
 	if !errors.As(err, &refused) && !errors.Is(err, directory.ErrRefused) {
 		return
 	}
-	if !a.auditLimit.allow() {
+	a.recordRefusal(action, target, err.Error(), from)
+}
+
+// recordRefusal writes a refused request to the audit log, through the
+// leader, at most a few a second so refusals cannot flood the log. It does
+// not make the refusal wait.
+func (a *Agent) recordRefusal(action, target, detail, from string) {
+	a.log.Warn("refused", "action", action, "target", target, "detail", detail, "from", from)
+	if !a.auditLimit.allow() || a.r() == nil {
 		return
 	}
-	if _, perr := a.propose(directory.TypeAudit, "anonymous", from, directory.AuditPayload{
-		Action: action, Target: target, Result: "refused", Detail: err.Error(),
-	}); perr != nil {
-		a.log.Warn("audit of a refusal not written", "err", perr)
+	line := directory.AuditPayload{Action: action, Target: target, Result: "refused", Detail: detail}
+	go func() {
+		r := a.r()
+		if r == nil {
+			return
+		}
+		var err error
+		if r.State() == raft.Leader {
+			_, err = a.propose(directory.TypeAudit, "anonymous", from, line)
+		} else if addr, id := r.LeaderWithID(); addr != "" {
+			_, addrs, perr := ParseAddress(addr)
+			if perr != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = a.memberCall(ctx, directory.Member{ID: string(id), Addresses: addrs}, http.MethodPost, "/api/v1/cluster/audit",
+				auditRequest{AuditPayload: line, From: from}, nil)
+		}
+		if err != nil {
+			a.log.Warn("audit of a refusal not written", "err", err)
+		}
+	}()
+}
+
+// auditRequest is a refusal another member records through the leader.
+type auditRequest struct {
+	directory.AuditPayload
+	From string `json:"from"`
+}
+
+func (a *Agent) handleAuditWrite(w http.ResponseWriter, r *http.Request) {
+	var req auditRequest
+	if !decode(w, r, &req) {
+		return
 	}
+	if _, err := a.propose(directory.TypeAudit, "anonymous", req.From, req.AuditPayload); err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *Agent) handleMemberSelf(w http.ResponseWriter, r *http.Request) {

@@ -104,18 +104,31 @@ func (d *dialer) upgrade(ctx context.Context, address raft.ServerAddress, proto 
 	}
 	fmt.Fprintf(conn, "GET /raft HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
 		id, proto, frontdoor.HeaderClaim, d.self)
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	up, err := readUpgrade(conn, proto)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("upgrade to %s at %s: %w", proto, id, err)
 	}
+	_ = conn.SetDeadline(time.Time{})
+	return up, nil
+}
+
+// readUpgrade reads the peer's answer to an Upgrade request: only 101
+// Switching Protocols to the protocol asked for will do. Bytes the peer
+// sent after the answer stay readable on the returned connection.
+func readUpgrade(conn net.Conn, proto string) (net.Conn, error) {
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		conn.Close()
-		return nil, fmt.Errorf("upgrade to %s at %s: %s", proto, id, resp.Status)
+		return nil, errors.New(resp.Status)
 	}
-	_ = conn.SetDeadline(time.Time{})
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), proto) {
+		return nil, fmt.Errorf("switched to %q, not %q", resp.Header.Get("Upgrade"), proto)
+	}
 	return &bufferedConn{Conn: conn, r: br}, nil
 }
 

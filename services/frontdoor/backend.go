@@ -22,7 +22,7 @@ func UnixBackend(socket string, log *slog.Logger) http.Handler {
 			pr.SetXForwarded()
 			// Rewrite drops hop-by-hop headers but the identity header is
 			// ours: carry it on.
-			for _, h := range []string{HeaderMember, HeaderClient, HeaderForwardedBy} {
+			for _, h := range []string{HeaderMember, HeaderClient, HeaderForwardedBy, HeaderRefused} {
 				if v := pr.In.Header.Get(h); v != "" {
 					pr.Out.Header.Set(h, v)
 				}

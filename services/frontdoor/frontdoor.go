@@ -43,6 +43,9 @@ const (
 	// HeaderClient is the address of the client a member forwards for;
 	// taken only from members.
 	HeaderClient = "X-Tandem-Client"
+	// HeaderRefused carries, to the auditor, why the front door refused a
+	// request.
+	HeaderRefused = "X-Tandem-Refused"
 )
 
 // Route sends matching requests to a backend.
@@ -71,7 +74,11 @@ type Config struct {
 	Listen string // e.g. ":443"
 	TLS    *TLSSource
 	Routes []Route
-	Logger *slog.Logger
+	// Auditor, if set, answers the requests the front door refuses (a
+	// foreign certificate, a false identity) after recording them: it gets
+	// the request with HeaderRefused saying why.
+	Auditor http.Handler
+	Logger  *slog.Logger
 }
 
 // Server is the front door.
@@ -100,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(HeaderMember)
+		r.Header.Del(HeaderRefused)
 		r.Header.Del("X-Forwarded-For")
 		id, idErr := s.cfg.TLS.PeerIdentity(r.TLS)
 		if id != "" {
@@ -110,7 +118,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		if claim := r.Header.Get(HeaderClaim); claim != "" && claim != id {
 			s.log.Warn("refused a peer claiming another member's identity", "claim", claim, "certificate", id, "err", idErr, "from", r.RemoteAddr)
-			WriteError(w, http.StatusForbidden, "identity_mismatch", fmt.Sprintf("claims to be %s but its certificate says %q", claim, id))
+			s.refuse(w, r, "identity_mismatch", fmt.Sprintf("claims to be %s but its certificate says %q", claim, id))
 			return
 		}
 		for _, rt := range s.cfg.Routes {
@@ -122,7 +130,7 @@ func (s *Server) Handler() http.Handler {
 				if idErr != nil {
 					msg += " (" + idErr.Error() + ")"
 				}
-				WriteError(w, http.StatusForbidden, "not_a_member", msg)
+				s.refuse(w, r, "not_a_member", msg)
 				return
 			}
 			rt.Backend.ServeHTTP(w, r)
@@ -130,6 +138,16 @@ func (s *Server) Handler() http.Handler {
 		}
 		WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	})
+}
+
+// refuse answers 403, through the auditor when there is one.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code, msg string) {
+	if s.cfg.Auditor == nil {
+		WriteError(w, http.StatusForbidden, code, msg)
+		return
+	}
+	r.Header.Set(HeaderRefused, code+": "+msg)
+	s.cfg.Auditor.ServeHTTP(w, r)
 }
 
 // Run serves until ctx ends.

@@ -39,7 +39,7 @@ func Main(args []string) int {
 	}
 	clusterAgent := frontdoor.UnixBackend(*cluster, log)
 	fd, err := frontdoor.New(frontdoor.Config{
-		Listen: *listen, TLS: src, Logger: log,
+		Listen: *listen, TLS: src, Logger: log, Auditor: clusterAgent,
 		// First match wins.
 		Routes: []frontdoor.Route{
 			{Name: "health", Prefix: "/api/v1/health", Method: "GET", Backend: frontdoor.HealthHandler(statusapi.NewClient(*supervisor))},

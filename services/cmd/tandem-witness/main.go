@@ -87,7 +87,7 @@ func run(ctx context.Context, log *slog.Logger, listen, data, name, advertise, j
 	}
 	agent := a.Handler()
 	fd, err := frontdoor.New(frontdoor.Config{
-		Listen: listen, TLS: src, Logger: log,
+		Listen: listen, TLS: src, Logger: log, Auditor: agent,
 		Routes: []frontdoor.Route{
 			{Name: "health", Prefix: "/api/v1/health", Method: "GET", Backend: health(a, name)},
 			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: agent},
