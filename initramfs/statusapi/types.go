@@ -15,7 +15,8 @@ const Socket = "/run/tandem/supervisor.sock"
 // Service states, as a service moves through them.
 const (
 	StateWaiting  = "waiting"  // for the services it needs to be running
-	StateRunning  = "running"  // process alive
+	StateStarting = "starting" // process alive, not yet ready (see Service.ReadyDial)
+	StateRunning  = "running"  // process alive and ready
 	StateBackoff  = "backoff"  // exited or failed to start; restarts at NextStart
 	StateStopping = "stopping" // SIGTERM sent, SIGKILL follows after the stop timeout
 	StateStopped  = "stopped"  // stopped by an operator; stays down until started

@@ -14,8 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -42,6 +44,12 @@ type Service struct {
 	Args  []string // arguments after argv[0]
 	Env   []string // added to the supervisor's environment
 	After []string // services that must be running before this one starts
+
+	// ReadyDial, when set, is where the service accepts connections once
+	// it is ready ("unix:/run/tandem/x.sock" or "tcp:127.0.0.1:443"):
+	// until a dial succeeds it is starting, and services that run after it
+	// wait. Without it a service is running as soon as its process is.
+	ReadyDial string
 
 	Restart  Policy
 	Critical bool // down for longer than the watchdog grace: the node resets
@@ -116,6 +124,8 @@ func New(cfg Config) (*Supervisor, error) {
 			return nil, fmt.Errorf("service table entry %d: no name", i)
 		case spec.Path == "":
 			return nil, fmt.Errorf("service %q: no executable path", spec.Name)
+		case spec.ReadyDial != "" && !strings.HasPrefix(spec.ReadyDial, "unix:") && !strings.HasPrefix(spec.ReadyDial, "tcp:"):
+			return nil, fmt.Errorf("service %q: ready address %q: want unix:PATH or tcp:HOST:PORT", spec.Name, spec.ReadyDial)
 		case s.byName[spec.Name] != nil:
 			return nil, fmt.Errorf("service %q is in the table twice", spec.Name)
 		}
@@ -269,10 +279,10 @@ func (s *Supervisor) runService(sv *service) {
 			s.log.Error("service did not start", "service", sv.spec.Name, "err", err)
 			s.setState(sv, "", func(st *statusapi.Service) { st.LastError = err.Error() })
 		} else {
-			s.log.Info("service running", "service", sv.spec.Name, "pid", pid)
-			s.setState(sv, statusapi.StateRunning, func(st *statusapi.Service) { st.PID = pid; st.LastError = "" })
+			ready := s.watchReady(sv, pid)
 			var ws unix.WaitStatus
 			ws, action = s.waitRunning(sv, pid, exited)
+			close(ready)
 			s.setState(sv, "", func(st *statusapi.Service) { st.PID = 0; st.LastExit = describeExit(ws) })
 			if action == "" {
 				s.log.Warn("service ended", "service", sv.spec.Name, "status", describeExit(ws), "ran", time.Since(startedAt).Round(time.Millisecond))
@@ -316,6 +326,46 @@ func (s *Supervisor) runService(sv *service) {
 		s.setState(sv, "", func(st *statusapi.Service) { st.NextStart = nil })
 		backoff = min(backoff*2, sv.spec.BackoffMax)
 	}
+}
+
+// watchReady moves a started service to running: at once, or when a dial
+// to its ReadyDial address first succeeds. Closing the returned channel
+// stops the watch (the process ended).
+func (s *Supervisor) watchReady(sv *service, pid int) chan struct{} {
+	stop := make(chan struct{})
+	// Only this run, still starting, becomes running: the process may
+	// have ended while the dial was under way.
+	running := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sv.status.State == statusapi.StateStarting && sv.status.PID == pid {
+			s.log.Info("service running", "service", sv.spec.Name, "pid", pid)
+			s.setStateLocked(sv, statusapi.StateRunning, nil)
+		}
+	}
+	s.setState(sv, statusapi.StateStarting, func(st *statusapi.Service) { st.PID = pid; st.LastError = "" })
+	if sv.spec.ReadyDial == "" {
+		running()
+		return stop
+	}
+	network, addr, _ := strings.Cut(sv.spec.ReadyDial, ":")
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if c, err := net.DialTimeout(network, addr, time.Second); err == nil {
+				c.Close()
+				running()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return stop
 }
 
 // idle holds a service that should stay down until an operator starts it

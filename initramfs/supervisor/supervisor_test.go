@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,29 @@ import (
 
 	"github.com/tandemhci/tandem/initramfs/statusapi"
 )
+
+// TestMain doubles as a service for the readiness test: with
+// SUPERVISOR_TEST_LISTEN set, the test binary appends "db" to the mark
+// file after a pause, then listens on that Unix socket until killed.
+func TestMain(m *testing.M) {
+	if sock := os.Getenv("SUPERVISOR_TEST_LISTEN"); sock != "" {
+		time.Sleep(300 * time.Millisecond)
+		f, err := os.OpenFile(os.Getenv("SUPERVISOR_TEST_MARK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			os.Exit(1)
+		}
+		fmt.Fprintln(f, "db")
+		f.Close()
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			os.Exit(1)
+		}
+		defer l.Close()
+		time.Sleep(100 * time.Second)
+		return
+	}
+	os.Exit(m.Run())
+}
 
 // sh is a service that runs a shell script.
 func sh(name, script string) Service {
@@ -124,10 +148,15 @@ func TestDependencyOrder(t *testing.T) {
 
 func TestDependentStartsAfterItsDependencyRuns(t *testing.T) {
 	mark := filepath.Join(t.TempDir(), "order")
+	// db is ready once it listens; it writes its mark before that.
+	sock := filepath.Join(t.TempDir(), "db.sock")
 	s := start(t, Config{Services: []Service{
 		{Name: "web", Path: "/bin/sh", Args: []string{"-c", fmt.Sprintf("echo web >> %s; exec sleep 100", mark)}, After: []string{"db"}},
-		{Name: "db", Path: "/bin/sh", Args: []string{"-c", fmt.Sprintf("echo db >> %s; exec sleep 100", mark)}},
+		{Name: "db", Path: os.Args[0], Env: []string{"SUPERVISOR_TEST_LISTEN=" + sock, "SUPERVISOR_TEST_MARK=" + mark}, ReadyDial: "unix:" + sock},
 	}})
+	if st := status(s, "web"); st.State != "waiting" {
+		t.Errorf("web is %s while db is not ready, want waiting", st.State)
+	}
 	waitFor(t, 5*time.Second, "both running", func() bool { return running(s, "web")() && running(s, "db")() })
 	waitFor(t, 5*time.Second, "both wrote", func() bool {
 		b, _ := os.ReadFile(mark)
