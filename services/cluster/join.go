@@ -395,9 +395,9 @@ func (a *Agent) acceptJoin(ctx context.Context, req JoinClaimRequest, from strin
 			a.log.Warn("removing the replaced member from raft", "member", replaces, "err", err)
 		}
 	}
-	if err := r.AddNonvoter(raft.ServerID(req.MemberID), FormatAddress(req.MemberID, req.Addresses), 0, 10*time.Second).Error(); err != nil {
-		return JoinClaimResponse{}, fmt.Errorf("add to raft: %w", err)
-	}
+	// Raft takes the member once it answers with the certificate it is
+	// about to receive (reconcileMembership): replicating to it before
+	// then would fail and back off for seconds.
 	a.log.Info("member joined", "member", req.Name, "id", req.MemberID, "role", req.Role, "replaces", replaces)
 	resp := JoinClaimResponse{CAPEM: string(ca.PEM), CertPEM: string(certPEM)}
 	if c, ok := a.Directory().Cluster(); ok {
@@ -413,27 +413,46 @@ func (a *Agent) acceptJoin(ctx context.Context, req JoinClaimRequest, from strin
 	return resp, nil
 }
 
-// promoteNonvoters makes members that joined as non-voters voters once
-// they follow: they answer the leader and have applied its log up to the
-// entry that added them.
-func (a *Agent) promoteNonvoters(r *raft.Raft) {
+// reconcileMembership brings the raft configuration to the directory's
+// members: a member in the directory but not in raft (it just joined, or
+// it was left out while a node was forced to go on alone) becomes a
+// non-voter once it answers the leader with its member certificate, and a
+// non-voter becomes a voter once it has applied the log (within a few
+// entries of the leader's commit index).
+func (a *Agent) reconcileMembership(r *raft.Raft) {
 	f := r.GetConfiguration()
 	if f.Error() != nil {
 		return
 	}
+	suffrage := map[string]raft.ServerSuffrage{}
 	for _, s := range f.Configuration().Servers {
-		if s.Suffrage != raft.Nonvoter {
+		suffrage[string(s.ID)] = s.Suffrage
+	}
+	commit := r.CommitIndex()
+	for _, m := range a.Directory().Members() {
+		if m.ID == a.id.ID || len(m.Addresses) == 0 {
 			continue
 		}
-		pr, ok := a.probes.get(string(s.ID))
-		if !ok || pr.Err != "" || time.Since(pr.At) > 2*time.Second || pr.Applied < f.Index() {
+		pr, ok := a.probes.get(m.ID)
+		if !ok || pr.Err != "" || time.Since(pr.At) > 2*time.Second {
 			continue
 		}
-		if err := r.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err != nil {
-			a.log.Warn("promoting a member to voter", "member", s.ID, "err", err)
-			continue
+		addr := FormatAddress(m.ID, m.Addresses)
+		s, inConfig := suffrage[m.ID]
+		switch {
+		case !inConfig:
+			if err := r.AddNonvoter(raft.ServerID(m.ID), addr, 0, 10*time.Second).Error(); err != nil {
+				a.log.Warn("adding a member to raft", "member", m.Name, "err", err)
+				continue
+			}
+			a.log.Info("member added to raft as a non-voter", "member", m.Name)
+		case s == raft.Nonvoter && pr.Applied > 0 && pr.Applied+16 >= commit:
+			if err := r.AddVoter(raft.ServerID(m.ID), addr, 0, 10*time.Second).Error(); err != nil {
+				a.log.Warn("promoting a member to voter", "member", m.Name, "err", err)
+				continue
+			}
+			a.log.Info("member promoted to voter", "member", m.Name, "applied", pr.Applied, "commit", commit)
 		}
-		a.log.Info("member promoted to voter", "member", s.ID)
 	}
 }
 

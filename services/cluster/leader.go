@@ -114,7 +114,7 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 		}
 		a.reconcileAddresses(r)
 		a.probeMembers(ctx, r)
-		a.promoteNonvoters(r)
+		a.reconcileMembership(r)
 		a.liftForcedMode(ctx, r)
 		select {
 		case <-ctx.Done():
@@ -306,9 +306,9 @@ func (a *Agent) probeMembers(ctx context.Context, r *raft.Raft) {
 	wg.Wait()
 }
 
-// liftForcedMode re-adds members that left the raft configuration when an
-// admin forced this node to go on alone, once they answer again, and
-// records the end of forced mode when all are back.
+// liftForcedMode records the end of forced single-node mode once every
+// member is a voter again (reconcileMembership brings them back as they
+// answer).
 func (a *Agent) liftForcedMode(ctx context.Context, r *raft.Raft) {
 	c, ok := a.Directory().Cluster()
 	if !ok || !c.Forced.On {
@@ -318,34 +318,22 @@ func (a *Agent) liftForcedMode(ctx context.Context, r *raft.Raft) {
 	if f.Error() != nil {
 		return
 	}
-	inConfig := map[string]bool{}
+	voters := map[string]bool{}
 	for _, s := range f.Configuration().Servers {
-		inConfig[string(s.ID)] = true
+		if s.Suffrage == raft.Voter {
+			voters[string(s.ID)] = true
+		}
 	}
-	missing := 0
 	for _, m := range a.Directory().Members() {
-		if inConfig[m.ID] {
-			continue
-		}
-		missing++
-		pr, ok := a.probes.get(m.ID)
-		if !ok || pr.Err != "" || time.Since(pr.At) > 3*time.Second {
-			continue
-		}
-		if err := r.AddVoter(raft.ServerID(m.ID), FormatAddress(m.ID, m.Addresses), 0, 10*time.Second).Error(); err != nil {
-			a.log.Warn("re-adding a member after forced mode", "member", m.Name, "err", err)
-			continue
-		}
-		a.log.Info("member back: re-added as a voter", "member", m.Name)
-		missing--
-	}
-	if missing == 0 {
-		if _, err := a.propose(directory.TypeForced, "member:"+a.cfg.Name, "", directory.ForcedPayload{On: false, MemberID: a.id.ID, Reason: "every member is back"}); err != nil {
-			a.log.Warn("lifting forced mode", "err", err)
-		} else {
-			a.log.Info("forced single-node mode lifted: every member is back")
+		if !voters[m.ID] {
+			return
 		}
 	}
+	if _, err := a.propose(directory.TypeForced, "member:"+a.cfg.Name, "", directory.ForcedPayload{On: false, MemberID: a.id.ID, Reason: "every member is back"}); err != nil {
+		a.log.Warn("lifting forced mode", "err", err)
+		return
+	}
+	a.log.Info("forced single-node mode lifted: every member is back")
 }
 
 // housekeeping runs on every member: a member that does not lead must not

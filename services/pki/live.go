@@ -33,7 +33,9 @@ func NewLive(files Files) *Live { return &Live{files: files} }
 func (l *Live) Current() (*tls.Certificate, *CA, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if time.Since(l.checked) < time.Second {
+	// Before the member has joined, look every time: the certificate must
+	// be served from the moment it is written.
+	if l.pair != nil && time.Since(l.checked) < time.Second {
 		return l.pair, l.ca, l.err
 	}
 	l.checked = time.Now()

@@ -279,13 +279,15 @@ func (m *Member) Wipe() {
 	}
 }
 
-// SetupCode is the member's setup code.
+// SetupCode is the member's setup code, once its agent has made it.
 func (m *Member) SetupCode() string {
-	b, err := os.ReadFile(filepath.Join(m.Dir, "cluster", "setup-code"))
-	if err != nil {
-		m.c.tb.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	var code string
+	nstest.WaitFor(m.c.tb, 20*time.Second, m.Name+"'s setup code", func() bool {
+		b, err := os.ReadFile(filepath.Join(m.Dir, "cluster", "setup-code"))
+		code = strings.TrimSpace(string(b))
+		return err == nil && code != ""
+	})
+	return code
 }
 
 // Log returns the member's process output.
