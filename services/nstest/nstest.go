@@ -11,17 +11,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/tandemhci/tandem/services/nstest/netns"
 )
 
 // NS is one network namespace.
@@ -49,23 +47,14 @@ func New(t testing.TB, label string) *NS {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	ns := &NS{t: t, Name: "tt-" + label + "-" + hex.EncodeToString(b)}
-	run(t, "ip", "netns", "add", ns.Name)
+	if err := netns.Add(ns.Name); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		// Any process left in the namespace keeps it alive: kill by PID.
-		out, _ := exec.Command("ip", "netns", "pids", ns.Name).Output()
-		for _, f := range strings.Fields(string(out)) {
-			var pid int
-			// This process is listed too when one of its threads dialled
-			// from the namespace.
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && pid != os.Getpid() {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		if err := exec.Command("ip", "netns", "del", ns.Name).Run(); err != nil {
+		if err := netns.Delete(ns.Name); err != nil {
 			t.Logf("delete namespace %s: %v", ns.Name, err)
 		}
 	})
-	ns.Run("ip", "link", "set", "lo", "up")
 	return ns
 }
 
@@ -77,7 +66,7 @@ func (ns *NS) Run(args ...string) string {
 
 // Command returns a command that runs in the namespace.
 func (ns *NS) Command(args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	return netns.Command(ns.Name, args...)
 }
 
 // Start starts a command in the namespace, its output going to the test
@@ -143,33 +132,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// DialContext dials from inside the namespace: the socket is created on
-// an OS thread that has joined the namespace (the thread is discarded
-// afterwards), so the test process can be a client on the test network.
+// DialContext dials from inside the namespace, so the test process can
+// be a client on the test network.
 func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread stays locked and ends with this goroutine: it is in
-		// another namespace now and must not run other goroutines.
-		runtime.LockOSThread()
-		f, err := os.Open("/run/netns/" + ns.Name)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("setns %s: %w", ns.Name, err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return netns.Dial(ctx, ns.Name, network, addr)
 }
