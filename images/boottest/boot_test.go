@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/tandemhci/tandem/board"
 	"github.com/tandemhci/tandem/images/qemubox"
 	"github.com/tandemhci/tandem/initramfs/statusapi"
+	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
 
@@ -55,18 +57,7 @@ func boot(t *testing.T, nc qemubox.NodeConfig) *qemubox.Node {
 	n := box.Nodes[0]
 	t.Cleanup(func() {
 		box.Stop()
-		// Keep the whole console as an artifact; show its end on failure.
-		out := n.ConsoleOutput()
-		artifact := filepath.Join(imageDir, "artifacts", strings.ReplaceAll(t.Name(), "/", "_")+".console.log")
-		if err := os.MkdirAll(filepath.Dir(artifact), 0o755); err == nil {
-			_ = os.WriteFile(artifact, []byte(out), 0o644)
-		}
-		if t.Failed() {
-			if len(out) > 8000 {
-				out = out[len(out)-8000:]
-			}
-			t.Logf("console of %s (last 8000 bytes; all of it in %s):\n%s", n.Name, artifact, out)
-		}
+		keepConsole(t, n)
 	})
 	return n
 }
@@ -106,7 +97,7 @@ func TestFirmware(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("boot to all services running (QEMU start to health answering, TCG or KVM: %s): %.1fs", qemubox.Accel()[1], time.Since(started).Seconds())
+	t.Logf("boot to all services running (QEMU start to health answering, %s): %.1fs", n.Accel.Name(), time.Since(started).Seconds())
 	if h.Node != "node-a" || h.Board != "qemu-2node" || h.Version == "" || !h.Healthy {
 		t.Errorf("health %+v", h)
 	}
@@ -140,7 +131,7 @@ func TestFirmware(t *testing.T) {
 		"hostname":                              "node-a",
 		"grep cgroup /proc/mounts":              "/sys/fs/cgroup cgroup2",
 		"ls /data/log":                          "frontdoor.log",
-		"ip addr show dev br-mgmt":              "10.0.2.15/24",
+		"ip addr show dev br-mgmt":              qemubox.NodeIP(0) + "/24",
 		"ip link show dev mgmt0":                "master br-mgmt",
 		"cat /sys/fs/cgroup/cgroup.controllers": "memory",
 	} {
@@ -346,4 +337,125 @@ func parseTime(t *testing.T, first, second string) time.Duration {
 		return v
 	}
 	return ts(second).Sub(ts(first))
+}
+
+// TestClusterOfTwoNodesAndAWitness boots both nodes of the box, forms the
+// cluster as an installer would (bootstrap on node-a, node-b joins over
+// the interconnect, the witness runs on the site host), and then cuts the
+// leader's power: the other node takes over the cluster IP.
+func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
+	requireImage(t)
+	ctx := context.Background()
+	b, err := board.LoadNamed("../..", "qemu-2node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	box, err := qemubox.Start(ctx, qemubox.Config{
+		ImageDir: imageDir, Board: b, WorkDir: work,
+		Nodes: []qemubox.NodeConfig{{Name: "node-a", FreshDisk: true}, {Name: "node-b", FreshDisk: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		box.Stop()
+		for _, n := range box.Nodes {
+			keepConsole(t, n)
+		}
+	})
+	for _, n := range box.Nodes {
+		if _, err := n.WaitHealthy(ctx, 4*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	creds, err := box.FormCluster(ctx, "admin", "correct-horse-battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness := filepath.Join(work, "tandem-witness")
+	if out, err := exec.Command("go", "build", "-o", witness, "../witness").CombinedOutput(); err != nil {
+		t.Fatalf("build the witness: %v\n%s", err, out)
+	}
+	w, err := box.StartWitness(witness, filepath.Join(work, "witness"), creds.JoinToken, "-heartbeat", "1s", "-lease", "500ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.Stop()
+		if t.Failed() {
+			out, _ := os.ReadFile(w.Log)
+			t.Logf("witness log:\n%s", tailLines(string(out), 40))
+		}
+	})
+	formed := time.Now()
+	h, err := box.WaitClusterHealthy(ctx, creds, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cluster of %d members healthy %.1fs after the witness started", len(h.Members), time.Since(formed).Seconds())
+	roles := map[string]int{}
+	for _, m := range h.Members {
+		if m.Suffrage == "Voter" {
+			roles[m.Role]++
+		}
+	}
+	if roles["node"] != 2 || roles["witness"] != 1 {
+		t.Fatalf("voters by role %v, want 2 nodes and 1 witness: %+v", roles, h.Members)
+	}
+
+	// The leader's node loses power: the other node leads and answers on
+	// the cluster IP.
+	var st cluster.Status
+	if _, err := box.ClusterAPI(creds).Do(ctx, "GET", "/api/v1/cluster/status", nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	var leader, survivor *qemubox.Node
+	for _, n := range box.Nodes {
+		if n.Name == st.Member.Name {
+			leader = n
+		} else {
+			survivor = n
+		}
+	}
+	if leader == nil {
+		t.Fatalf("the cluster IP is answered by %q, not a node", st.Member.Name)
+	}
+	cut := time.Now()
+	leader.Kill()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := box.ClusterAPI(creds).Do(cctx, "GET", "/api/v1/cluster/status", nil, &st)
+		cancel()
+		if err == nil && st.State == "Leader" && st.Member.Name == survivor.Name {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not take over the cluster IP within a minute of %s's power cut (last: %+v, %v)", survivor.Name, leader.Name, st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("%s powered off; %s answers on the cluster IP after %.1fs (%s)", leader.Name, survivor.Name, time.Since(cut).Seconds(), box.Accel.Name())
+}
+
+// keepConsole saves a node's console as a test artifact and shows its end
+// when the test failed.
+func keepConsole(t *testing.T, n *qemubox.Node) {
+	out := n.ConsoleOutput()
+	artifact := filepath.Join(imageDir, "artifacts", strings.ReplaceAll(t.Name(), "/", "_")+"."+n.Name+".console.log")
+	if err := os.MkdirAll(filepath.Dir(artifact), 0o755); err == nil {
+		_ = os.WriteFile(artifact, []byte(out), 0o644)
+	}
+	if t.Failed() {
+		t.Logf("console of %s (end; all of it in %s):\n%s", n.Name, artifact, tailLines(out, 60))
+	}
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

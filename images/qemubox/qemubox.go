@@ -1,12 +1,13 @@
 // Package qemubox boots the virtual Tandem box: QEMU machines running the
 // built image, laid out as the qemu-2node board says (every device at the
 // PCI address its board file names), each with its own system disk (a
-// copy-on-write overlay of images/out/disk.img), the management side
-// reachable from the host on a forwarded localhost port, and the nodes
-// joined by an interconnect link over loopback UDP. `make run` and the
-// boot tests both use it.
+// copy-on-write overlay of images/out/disk.img), on a site network of
+// their own (site.go): a management LAN with a DHCP server and room for a
+// witness, and the interconnect between the nodes. The host reaches each
+// node's front door, and the cluster IP, on forwarded localhost ports.
+// `make run` and the boot tests both use it; it needs root.
 //
-// KVM is used when /dev/kvm is usable, TCG otherwise.
+// KVM is used where it works, TCG otherwise.
 package qemubox
 
 import (
@@ -25,6 +26,8 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/board"
+	"github.com/tandemhci/tandem/services/nstest/netns"
+	"github.com/tandemhci/tandem/services/qemu"
 )
 
 // Boot says how a node starts.
@@ -62,12 +65,19 @@ type NodeConfig struct {
 // Box is a running set of nodes.
 type Box struct {
 	cfg   Config
+	site  *site
+	Accel qemu.Accelerator
 	Nodes []*Node
+	// ClusterPort is the localhost port forwarded to the cluster IP's
+	// front door.
+	ClusterPort int
 }
 
 // Node is one running machine.
 type Node struct {
 	Name        string
+	IP          string // management address on the site LAN
+	Accel       qemu.Accelerator
 	HTTPSPort   int    // localhost port forwarded to the node's front door (443)
 	ConsoleLog  string // everything the serial console printed
 	ConsolePath string // Unix socket of the serial console
@@ -79,22 +89,22 @@ type Node struct {
 	mu      sync.Mutex
 	console net.Conn   // the one connection to the serial console
 	typing  sync.Mutex // one writer on the console at a time
-}
-
-// Accel returns the QEMU accelerator arguments: KVM if usable, else TCG.
-func Accel() []string {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return []string{"-accel", "kvm", "-cpu", "host"}
-	}
-	// -cpu max gives the guest RDRAND, so its entropy pool fills at boot.
-	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
+	site    *site
+	taps    []string // management, interconnect
 }
 
 // Start boots every node and returns at once; use WaitHealthy to wait.
 func Start(ctx context.Context, cfg Config) (*Box, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	var err error
+	// Absolute: dnsmasq changes directory, and QEMU gets file names.
+	if cfg.WorkDir, err = filepath.Abs(cfg.WorkDir); err != nil {
+		return nil, err
+	}
+	if cfg.ImageDir, err = filepath.Abs(cfg.ImageDir); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return nil, err
@@ -104,15 +114,25 @@ func Start(ctx context.Context, cfg Config) (*Box, error) {
 			return nil, fmt.Errorf("image not built (make image): %w", err)
 		}
 	}
-	// Interconnect: a point-to-point link over loopback UDP between node
-	// 0 and node 1.
-	icPorts, err := freeUDPPorts(2)
+	st, err := newSite(cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	b := &Box{cfg: cfg}
+	b := &Box{cfg: cfg, site: st, Accel: qemu.Probe(ctx)}
+	var hosts []dhcpHost
 	for i, nc := range cfg.Nodes {
-		n, err := b.startNode(ctx, i, nc, icPorts)
+		hosts = append(hosts, dhcpHost{mac: mac(i, 1), ip: NodeIP(i), name: nc.Name})
+	}
+	if err := st.startDHCP(cfg.WorkDir, hosts); err != nil {
+		b.Stop()
+		return nil, err
+	}
+	if b.ClusterPort, err = st.forward(ClusterIP + ":443"); err != nil {
+		b.Stop()
+		return nil, err
+	}
+	for i, nc := range cfg.Nodes {
+		n, err := b.startNode(ctx, i, nc)
 		if err != nil {
 			b.Stop()
 			return nil, fmt.Errorf("node %s: %w", nc.Name, err)
@@ -122,7 +142,18 @@ func Start(ctx context.Context, cfg Config) (*Box, error) {
 	return b, nil
 }
 
-func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig, icPorts []int) (*Node, error) {
+// Namespace is the site network's namespace: commands run in it with
+// `ip netns exec`.
+func (b *Box) Namespace() string { return b.site.ns }
+
+// Command returns a command that runs on the site network (a witness, a
+// client), started and ended by the caller.
+func (b *Box) Command(args ...string) *exec.Cmd { return netns.Command(b.site.ns, args...) }
+
+// ClusterURL is the cluster IP's front door as seen from the host.
+func (b *Box) ClusterURL() string { return fmt.Sprintf("https://127.0.0.1:%d", b.ClusterPort) }
+
+func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, error) {
 	if nc.MemoryMiB == 0 {
 		nc.MemoryMiB = 2048
 	}
@@ -141,7 +172,17 @@ func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig, icPorts []int
 		ConsoleLog:  filepath.Join(dir, "console.log"),
 		ConsolePath: filepath.Join(dir, "console.sock"),
 		Disk:        filepath.Join(dir, "disk.qcow2"),
+		IP:          NodeIP(i),
+		Accel:       b.Accel,
 		exited:      make(chan struct{}),
+		site:        b.site,
+		taps:        []string{fmt.Sprintf("n%dlan", i), fmt.Sprintf("n%dic", i)},
+	}
+	if err := b.site.addTap(n.taps[0], "lan"); err != nil {
+		return nil, err
+	}
+	if err := b.site.addTap(n.taps[1], "ic"); err != nil {
+		return nil, err
 	}
 	if nc.FreshDisk {
 		_ = os.Remove(n.Disk)
@@ -155,17 +196,17 @@ func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig, icPorts []int
 	}
 	_ = os.Remove(n.ConsoleLog)
 	_ = os.Remove(n.ConsolePath)
-	port, err := freeTCPPort()
+	port, err := b.site.forward(n.IP + ":443")
 	if err != nil {
 		return nil, err
 	}
 	n.HTTPSPort = port
 
-	args, err := b.qemuArgs(i, nc, n, icPorts)
+	args, err := b.qemuArgs(i, nc, n)
 	if err != nil {
 		return nil, err
 	}
-	n.cmd = exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	n.cmd = netns.Command(b.site.ns, append([]string{qemu.System}, args...)...)
 	stderr, err := os.Create(filepath.Join(dir, "qemu.stderr"))
 	if err != nil {
 		return nil, err
@@ -235,7 +276,7 @@ func pciAddr(path string) (string, error) {
 	return fmt.Sprintf("0x%x.0x%x", slot, fn), nil
 }
 
-func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node, icPorts []int) ([]string, error) {
+func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node) ([]string, error) {
 	bd := b.cfg.Board
 	addrOf := func(r board.Role) (string, error) {
 		nic, ok := bd.NIC(r)
@@ -266,24 +307,18 @@ func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node, icPorts []int) ([]string, 
 		// the console log has every byte from the first.
 		"-chardev", fmt.Sprintf("socket,id=console,path=%s,server=on,wait=on", n.ConsolePath),
 		"-serial", "chardev:console",
-		// Management: user networking, reachable from the host only on the
-		// forwarded port; restrict=on keeps the guest from reaching out.
-		"-netdev", fmt.Sprintf("user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:%d-:443", n.HTTPSPort),
+		"-netdev", fmt.Sprintf("tap,id=mgmt,ifname=%s,script=no,downscript=no", n.taps[0]),
 		"-device", fmt.Sprintf("virtio-net-pci,netdev=mgmt,addr=%s,mac=%s", mgmtAddr, mac(i, 1)),
+		"-netdev", fmt.Sprintf("tap,id=ic,ifname=%s,script=no,downscript=no", n.taps[1]),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=ic,addr=%s,mac=%s", icAddr, mac(i, 2)),
 		"-drive", fmt.Sprintf("file=%s,if=none,id=system,format=qcow2,cache=unsafe", n.Disk),
 		"-device", fmt.Sprintf("virtio-blk-pci,drive=system,addr=%s", diskAddr),
 		"-device", "virtio-rng-pci",
 	}
-	if len(b.cfg.Nodes) >= 2 && i < 2 {
-		local, remote := icPorts[i], icPorts[1-i]
-		args = append(args,
-			"-netdev", fmt.Sprintf("socket,id=ic,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d", remote, local),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=ic,addr=%s,mac=%s", icAddr, mac(i, 2)))
-	}
 	if bd.Watchdog.Module == "i6300esb" {
 		args = append(args, "-device", "i6300esb", "-action", "watchdog=reset")
 	}
-	args = append(args, Accel()...)
+	args = append(args, b.Accel.Args()...)
 	switch nc.Boot {
 	case DirectKernel:
 		appendArgs := append([]string{
@@ -302,11 +337,34 @@ func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node, icPorts []int) ([]string, 
 // mac returns a stable, locally administered MAC for node i's NIC k.
 func mac(i, k int) string { return fmt.Sprintf("52:54:00:7a:%02x:%02x", i+1, k) }
 
-// Stop ends every node: QEMU is asked to quit (SIGTERM), then killed.
+// Stop ends every node (QEMU is asked to quit, then killed) and removes
+// the site network with whatever still runs on it.
 func (b *Box) Stop() {
 	for _, n := range b.Nodes {
 		n.Kill()
 	}
+	b.site.close()
+}
+
+// LinksDown cuts the node's cables (management and interconnect); the
+// machine keeps running.
+func (n *Node) LinksDown() error {
+	for _, t := range n.taps {
+		if err := n.site.ip("link", "set", t, "down"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LinksUp plugs the node's cables back in.
+func (n *Node) LinksUp() error {
+	for _, t := range n.taps {
+		if err := n.site.ip("link", "set", t, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Kill ends the node's QEMU at once, like pulling the power cord.
@@ -336,32 +394,4 @@ func (n *Node) Err() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.err
-}
-
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func freeUDPPorts(n int) ([]int, error) {
-	var ports []int
-	var conns []net.PacketConn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for len(ports) < n {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		conns = append(conns, c)
-		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
-	}
-	return ports, nil
 }
