@@ -13,7 +13,7 @@ export GOFLAGS := -buildvcs=false
 # Everything the image is built from: a change here rebuilds it for `make run`.
 IMAGE_INPUTS := $(shell find initramfs services board images web -type f \( -name '*.go' -o -name '*.yaml' \) -not -path 'images/out/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all deps check image run test clean
+.PHONY: all deps check image run test clean witness
 
 all: check
 
@@ -30,9 +30,13 @@ image: deps
 $(OUT)/disk.img: $(IMAGE_INPUTS)
 	go run ./images/mkimage -board $(BOARD) -out $(OUT) -version $(VERSION)
 
-run: deps $(OUT)/disk.img
+run: deps $(OUT)/disk.img witness
 	go build -o $(OUT)/runbox ./images/runbox
-	exec $(OUT)/runbox -images $(OUT) -work $(OUT)/run -board $(BOARD)
+	exec $(OUT)/runbox -images $(OUT) -work $(OUT)/run -board $(BOARD) -witness $(OUT)/tandem-witness
+
+# The standalone witness for any Linux host: one static binary.
+witness:
+	CGO_ENABLED=0 go build -ldflags "-s -w -X github.com/tandemhci/tandem/services/cmd/tandem-witness.Version=$(VERSION)" -o $(OUT)/tandem-witness ./images/witness
 
 # The boot tests need the image: TANDEM_E2E=1 makes its absence a failure.
 test: check image
@@ -40,3 +44,8 @@ test: check image
 
 clean:
 	rm -rf $(OUT)
+
+# Benchmarks: each ends with one summary line (see the script).
+.PHONY: bench-failover
+bench-failover: deps
+	scripts/bench-failover

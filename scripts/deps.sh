@@ -10,8 +10,9 @@ packages=(
 	# the image: kernel modules, initramfs, disk image, and QEMU inside it
 	kmod e2fsprogs zstd cpio dpkg grub-efi-amd64-bin grub-common
 	qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios
-	# tests: network namespaces, firewalls, reachability
-	iproute2 iputils-ping nftables
+	# tests and the virtual box: network namespaces, firewalls,
+	# reachability, the site's DHCP server
+	iproute2 iputils-ping nftables dnsmasq-base
 	# fetching Go when it is missing
 	ca-certificates curl unzip
 )

@@ -57,6 +57,8 @@ const (
 	KeyWatchdogGrace = "watchdog.grace"
 	KeyConsoleShell  = "console.shell"
 	KeySlot          = "slot"
+	KeyHeartbeat     = "cluster.heartbeat"
+	KeyLeaderLease   = "cluster.lease"
 )
 
 // NetKey names a per-role network setting: field is mode, address or gateway.
@@ -76,6 +78,8 @@ func Keys() []Key {
 		{Name: KeyWatchdogGrace, Doc: "how long a critical service may be down before the watchdog is left to reset the node", Default: "60s", Check: checkDuration},
 		{Name: KeyConsoleShell, Doc: "recovery shell on the serial console: on or off", Default: "on", Check: oneOf("on", "off")},
 		{Name: KeySlot, Doc: "system slot the boot loader started, a or b (set by GRUB; empty when PXE-booted)", Check: oneOf("", "a", "b")},
+		{Name: KeyHeartbeat, Doc: "raft heartbeat timeout: a follower campaigns after 1-2x this without a leader (slow machines want more)", Default: "300ms", Check: checkDuration},
+		{Name: KeyLeaderLease, Doc: "a leader without a quorum for this long steps down and drops the cluster IP (under cluster.heartbeat)", Default: "150ms", Check: checkDuration},
 	}
 	for _, r := range netRoles {
 		keys = append(keys,

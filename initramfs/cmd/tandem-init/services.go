@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/tandemhci/tandem/board"
+	"github.com/tandemhci/tandem/initramfs/netconf"
 	"github.com/tandemhci/tandem/initramfs/settings"
 	"github.com/tandemhci/tandem/initramfs/supervisor"
 )
@@ -11,16 +12,32 @@ import (
 // bin is where the image links Tandem's commands to its one binary.
 const bin = "/usr/bin/"
 
+// clusterSocket is where the front door reaches the cluster agent.
+const clusterSocket = "/run/tandem/cluster.sock"
+
 // serviceTable is the node's one declared table of services.
 func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
+	port := strconv.Itoa(s.Int(settings.KeyFrontdoorPort))
 	table := []supervisor.Service{
 		{
-			// The only port the node exposes: web console, API, and later
-			// raft, replication and join.
-			Name:     "frontdoor",
-			Path:     bin + "tandem-frontdoor",
-			Args:     []string{"-listen", ":" + strconv.Itoa(s.Int(settings.KeyFrontdoorPort)), "-state", dataDir + "/frontdoor"},
-			Critical: true,
+			// The only port the node exposes: web console, API, raft,
+			// replication and join, routed to the services' sockets.
+			Name:      "frontdoor",
+			Path:      bin + "tandem-frontdoor",
+			Args:      []string{"-listen", ":" + port, "-state", dataDir + "/frontdoor"},
+			Critical:  true,
+			ReadyDial: "tcp:127.0.0.1:" + port,
+		},
+		{
+			// Raft with the peer node and the witness, the replicated
+			// directory and the cluster IP; reached through the front door.
+			Name: "cluster",
+			Path: bin + "tandem-cluster",
+			Args: []string{"-data", dataDir + "/cluster", "-socket", clusterSocket, "-port", port,
+				"-mgmt", netconf.ManagementBridge, "-interconnect", netconf.InterconnectPort,
+				"-heartbeat", s.Get(settings.KeyHeartbeat), "-lease", s.Get(settings.KeyLeaderLease)},
+			Critical:  true,
+			ReadyDial: "unix:" + clusterSocket,
 		},
 	}
 	if s.On(settings.KeyConsoleShell) && b.Console.Device != "" {
