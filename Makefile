@@ -46,6 +46,8 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover
+.PHONY: bench-failover bench-storage
 bench-failover: deps
 	scripts/bench-failover
+bench-storage: deps
+	scripts/bench-storage

@@ -13,6 +13,8 @@ packages=(
 	# tests and the virtual box: network namespaces, firewalls,
 	# reachability, the site's DHCP server
 	iproute2 iputils-ping nftables dnsmasq-base
+	# the storage benchmark's client (fio with its nbd engine)
+	fio
 	# fetching Go when it is missing
 	ca-certificates curl unzip
 )

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tandemhci/tandem/services/bufpool"
 	"io"
 	"log/slog"
 	"net"
@@ -57,7 +58,7 @@ type Config struct {
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
-	bufs *bufferPool
+	bufs *bufpool.Pool
 }
 
 // New makes a server.
@@ -68,7 +69,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 64
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, bufs: &bufferPool{}}
+	return &Server{cfg: cfg, log: cfg.Logger, bufs: &bufpool.Pool{}}
 }
 
 // Serve accepts connections until ctx ends or the listener fails, and
@@ -330,14 +331,14 @@ func (t *transmission) run(r *bufio.Reader) error {
 			if req.Length > 2*MaxRequest {
 				return fmt.Errorf("nbd: write of %d bytes: too large to stay in step with", req.Length)
 			}
-			payload = t.s.bufs.get(int(req.Length))
+			payload = t.s.bufs.Get(int(req.Length))
 			if _, err := io.ReadFull(r, payload); err != nil {
-				t.s.bufs.put(payload)
+				t.s.bufs.Put(payload)
 				return err
 			}
 		}
 		if errno := t.check(req); errno != 0 {
-			t.s.bufs.put(payload)
+			t.s.bufs.Put(payload)
 			if err := t.reply(req.Handle, uint32(errno), nil); err != nil {
 				return err
 			}
@@ -396,19 +397,19 @@ func (t *transmission) handle(req Request, payload []byte) {
 	var err error
 	switch req.Type {
 	case cmdRead:
-		buf := t.s.bufs.get(int(n))
+		buf := t.s.bufs.Get(int(n))
 		err = b.ReadAt(buf, off)
 		if err != nil {
-			t.s.bufs.put(buf)
+			t.s.bufs.Put(buf)
 			_ = t.reply(req.Handle, errnoOf(err), nil)
 			return
 		}
 		_ = t.reply(req.Handle, 0, buf)
-		t.s.bufs.put(buf)
+		t.s.bufs.Put(buf)
 		return
 	case cmdWrite:
 		err = b.WriteAt(payload, off, fua)
-		t.s.bufs.put(payload)
+		t.s.bufs.Put(payload)
 	case cmdFlush:
 		err = b.Flush()
 	case cmdTrim:
@@ -452,44 +453,4 @@ func (t *transmission) writeErr() error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	return t.werr
-}
-
-// bufferPool pools request buffers by power-of-two size class: the data
-// path would otherwise allocate a buffer per request.
-type bufferPool struct {
-	pools [27]sync.Pool // up to 64 MiB
-}
-
-func sizeClass(n int) int {
-	c := 0
-	for 1<<c < n {
-		c++
-	}
-	return c
-}
-
-func (bp *bufferPool) get(n int) []byte {
-	if n == 0 {
-		return nil
-	}
-	c := sizeClass(n)
-	if c >= len(bp.pools) {
-		return make([]byte, n)
-	}
-	if p, ok := bp.pools[c].Get().(*[]byte); ok {
-		return (*p)[:n]
-	}
-	return make([]byte, n, 1<<c)
-}
-
-func (bp *bufferPool) put(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	c := sizeClass(cap(b))
-	if c >= len(bp.pools) || 1<<c != cap(b) {
-		return
-	}
-	b = b[:cap(b)]
-	bp.pools[c].Put(&b)
 }

@@ -31,7 +31,13 @@ func (n *node) meta() string { return filepath.Join(n.dir, "vol.meta") }
 
 func newNode(t *testing.T, name string, size int64, gen uint64) *node {
 	t.Helper()
-	n := &node{name: name, dir: t.TempDir()}
+	return newNodeIn(t, t.TempDir(), name, size, gen)
+}
+
+// newNodeIn makes a node whose copy lives in dir.
+func newNodeIn(t *testing.T, dir, name string, size int64, gen uint64) *node {
+	t.Helper()
+	n := &node{name: name, dir: dir}
 	if err := CreateStore(n.data(), n.meta(), "vol-1", size, gen); err != nil {
 		t.Fatal(err)
 	}

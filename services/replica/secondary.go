@@ -20,6 +20,7 @@ func (v *Volume) Serve(ctx context.Context, conn net.Conn) error {
 	defer conn.Close()
 	fw := newFrameWriter(conn)
 	fr := newFrameReader(conn)
+	fr.pool = &v.bufs
 	refuse := func(r Refusal) error {
 		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		sendJSON(fw, FrameRefuse, r)
@@ -147,6 +148,7 @@ func (v *Volume) Serve(ctx context.Context, conn net.Conn) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			r, parts := v.apply(&f)
+			v.bufs.Put(f.Payload)
 			r.ID = f.ID
 			wmu.Lock()
 			err := fw.WriteParts(&r, parts...)

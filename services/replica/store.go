@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,8 +73,10 @@ const (
 	headerMagic   = "tandem-replica-meta"
 	headerVersion = 1
 	// maxHot bounds the extents that may be in the intent bitmap at once:
-	// after a crash at most maxHot×ExtentSize (512 MiB) are resynced.
-	maxHot = 128
+	// after a crash at most maxHot×ExtentSize (about 4.8 GiB, DRBD's
+	// default activity log) are resynced. Past it, a checkpoint takes the
+	// least recently used quarter out.
+	maxHot = 1237
 	// extentIdle is how long an extent must go unwritten before a
 	// checkpoint takes it out of the intent bitmap.
 	extentIdle = 2 * time.Second
@@ -621,14 +624,27 @@ func (s *Store) Checkpoint(all bool) error {
 	type cand struct {
 		e       int64
 		touches uint64
+		lastUse time.Time
 	}
-	var cands []cand
+	var cands, busy []cand
 	now := time.Now()
 	s.mu.Lock()
 	for e, h := range s.hot {
-		if h.inflight == 0 && (all || now.Sub(h.lastUse) >= extentIdle || len(s.hot) > maxHot) {
-			cands = append(cands, cand{e, h.touches})
+		c := cand{e, h.touches, h.lastUse}
+		switch {
+		case h.inflight > 0:
+		case all || now.Sub(h.lastUse) >= extentIdle:
+			cands = append(cands, c)
+		default:
+			busy = append(busy, c)
 		}
+	}
+	// Over the bound: the least recently used go too, down to 3/4 of it,
+	// so that a stream of writes to new extents does not checkpoint at
+	// every one.
+	if over := len(s.hot) - len(cands) - maxHot*3/4; over > 0 && len(s.hot) > maxHot {
+		slices.SortFunc(busy, func(a, b cand) int { return a.lastUse.Compare(b.lastUse) })
+		cands = append(cands, busy[:min(over, len(busy))]...)
 	}
 	s.mu.Unlock()
 	if err := s.data.Sync(); err != nil {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tandemhci/tandem/services/bufpool"
 	"github.com/tandemhci/tandem/services/nbd"
 )
 
@@ -83,6 +84,7 @@ type Volume struct {
 	resyncWG sync.WaitGroup
 
 	stats stats
+	bufs  bufpool.Pool // payloads of the frames a secondary receives
 }
 
 // net2Conn is the part of net.Conn a role change needs.
@@ -401,6 +403,10 @@ func (v *Volume) WriteZeroes(off, length int64, fua bool) error {
 	return v.replicate(&Frame{Type: FrameZero, Flags: flags, Offset: uint64(bo), Length: uint32(be - bo)}, nil, nil)
 }
 
+// largeWrite is the size from which sending to the peer and writing the
+// local copy overlap.
+const largeWrite = 128 << 10
+
 // replicate applies a request to the local copy and, when connected, to
 // the peer's at the same time; it returns once both are done. Without a
 // peer it returns once the local copy is done and the cluster has
@@ -416,12 +422,19 @@ func (v *Volume) replicate(f *Frame, data []byte, crcs []uint32) error {
 	}
 	l := v.currentLink()
 	var peer <-chan reply
+	var sent chan (<-chan reply)
 	if l != nil {
 		var crcBytes []byte
 		if crcs != nil {
 			crcBytes = putCRCs(crcs)
 		}
-		peer = l.send(f, data, crcBytes)
+		if len(data) >= largeWrite {
+			// a large write goes out while the local copy takes it
+			sent = make(chan (<-chan reply), 1)
+			go func() { sent <- l.send(f, data, crcBytes) }()
+		} else {
+			peer = l.send(f, data, crcBytes)
+		}
 	} else {
 		if err := v.goAlone(); err != nil {
 			return err
@@ -431,6 +444,9 @@ func (v *Volume) replicate(f *Frame, data []byte, crcs []uint32) error {
 		}
 	}
 	localErr := v.applyLocal(f, data, crcs)
+	if sent != nil {
+		peer = <-sent
+	}
 	if peer != nil {
 		r := <-peer
 		err := r.err

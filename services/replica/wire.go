@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/tandemhci/tandem/services/bufpool"
 )
 
 // The replication stream: the primary's node opens it to the secondary's
@@ -155,6 +157,8 @@ func putHeader(h []byte, f *Frame) {
 type frameReader struct {
 	r   *bufio.Reader
 	hdr [frameHeaderSize]byte
+	// pool, if set, provides payload buffers; the caller returns them.
+	pool *bufpool.Pool
 }
 
 func newFrameReader(r io.Reader) *frameReader {
@@ -171,7 +175,11 @@ func (fr *frameReader) Next() (Frame, error) {
 		return Frame{}, err
 	}
 	if n > 0 {
-		f.Payload = make([]byte, n)
+		if fr.pool != nil {
+			f.Payload = fr.pool.Get(int(n))
+		} else {
+			f.Payload = make([]byte, n)
+		}
 		if _, err := io.ReadFull(fr.r, f.Payload); err != nil {
 			return Frame{}, fmt.Errorf("%s payload: %w", f.Type, err)
 		}
