@@ -202,7 +202,7 @@ func (v *Volume) checkPrimary() error {
 // ReadAt implements nbd.Backend: the blocks are checked against their
 // checksums and a bad one is repaired from the peer before it is returned.
 func (v *Volume) ReadAt(p []byte, off int64) error {
-	if err := v.checkPrimary(); err != nil {
+	if err := v.checkPrimary(); err != nil || len(p) == 0 {
 		return err
 	}
 	start := time.Now()
@@ -301,7 +301,7 @@ func (v *Volume) repairLocked(b int64) error {
 
 // WriteAt implements nbd.Backend: acknowledged once on both copies.
 func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
-	if err := v.checkPrimary(); err != nil {
+	if err := v.checkPrimary(); err != nil || len(p) == 0 {
 		return err
 	}
 	start := time.Now()
