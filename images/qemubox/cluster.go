@@ -182,13 +182,7 @@ func (b *Box) StartWitness(binary, dataDir, token string, extra ...string) (*Wit
 
 // Stop ends the witness.
 func (w *Witness) Stop() {
-	_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
-		<-w.done
-	}
+	stopGroup(w.cmd.Process.Pid, w.done)
 }
 
 // WaitClusterHealthy polls the cluster IP until the leader says every

@@ -377,12 +377,18 @@ func (n *Node) Kill() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGTERM)
+	stopGroup(n.cmd.Process.Pid, n.exited)
+}
+
+// stopGroup ends the process group led by pid: SIGTERM, then SIGKILL after
+// 5 s; done is closed once the leader has been waited for.
+func stopGroup(pid int, done <-chan struct{}) {
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	select {
-	case <-n.exited:
+	case <-done:
 	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.exited
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
 	}
 }
 

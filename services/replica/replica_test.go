@@ -145,6 +145,19 @@ func (s *stream) attachResult() error {
 	return s.attachErr
 }
 
+// inSyncPair makes two copies of a new volume, a primary (role generation
+// 1) and a secondary, connected and in sync.
+func inSyncPair(t *testing.T, size int64) (a, b *node, s *stream) {
+	t.Helper()
+	a, b = newNode(t, "a", size, 7), newNode(t, "b", size, 7)
+	if err := a.vol.Promote(1, false); err != nil {
+		t.Fatal(err)
+	}
+	s = connect(t, a, b, false)
+	waitInSync(t, a, b)
+	return a, b, s
+}
+
 // waitInSync waits until the primary reports its peer connected and nothing
 // out of sync, and the secondary's generation equals the primary's.
 func waitInSync(t *testing.T, p, s *node) {
@@ -248,12 +261,7 @@ func (w *writer) check(t *testing.T, v *Volume) {
 
 func TestReplicatedWrites(t *testing.T) {
 	const size = 64 << 20
-	a, b := newNode(t, "a", size, 7), newNode(t, "b", size, 7)
-	if err := a.vol.Promote(1, false); err != nil {
-		t.Fatal(err)
-	}
-	connect(t, a, b, false)
-	waitInSync(t, a, b)
+	a, b, _ := inSyncPair(t, size)
 	w := newWriter(size)
 	w.random(t, a.vol, 1, 2000, 300<<10)
 	if err := a.vol.WriteZeroes(5<<20+100, 3<<20, false); err != nil {
@@ -285,10 +293,7 @@ func TestNotPrimaryRefusesIO(t *testing.T) {
 
 func TestDegradedThenResyncCopiesOnlyTheChanges(t *testing.T) {
 	const size = 256 << 20
-	a, b := newNode(t, "a", size, 7), newNode(t, "b", size, 7)
-	a.vol.Promote(1, false)
-	s := connect(t, a, b, false)
-	waitInSync(t, a, b)
+	a, b, s := inSyncPair(t, size)
 	w := newWriter(size)
 	w.random(t, a.vol, 2, 200, 64<<10)
 	s.cut()
@@ -356,10 +361,7 @@ func TestFullSyncResumesAfterInterruption(t *testing.T) {
 
 func TestCrashRecoveryMarksTheActivityLog(t *testing.T) {
 	const size = 64 << 20
-	a, b := newNode(t, "a", size, 7), newNode(t, "b", size, 7)
-	a.vol.Promote(1, false)
-	s := connect(t, a, b, false)
-	waitInSync(t, a, b)
+	a, b, s := inSyncPair(t, size)
 	w := newWriter(size)
 	w.random(t, a.vol, 4, 100, 64<<10)
 	s.stop()
@@ -382,10 +384,7 @@ func TestCrashRecoveryMarksTheActivityLog(t *testing.T) {
 
 func TestChecksumErrorsAreRepaired(t *testing.T) {
 	const size = 8 << 20
-	a, b := newNode(t, "a", size, 7), newNode(t, "b", size, 7)
-	a.vol.Promote(1, false)
-	connect(t, a, b, false)
-	waitInSync(t, a, b)
+	a, b, _ := inSyncPair(t, size)
 	w := newWriter(size)
 	w.random(t, a.vol, 5, 64, 256<<10)
 	a.vol.Flush()

@@ -3,7 +3,6 @@ package replica
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 )
 
@@ -199,5 +198,3 @@ func (b *tokenBucket) take(ctx context.Context, n int64) error {
 		}
 	}
 }
-
-var errNoPeer = errors.New("no replication stream to the peer")

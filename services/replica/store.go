@@ -747,8 +747,8 @@ func (s *Store) flush() error {
 	return nil
 }
 
-// BadBlocks returns the blocks in [off, off+len(p)) whose data in p does
-// not match the stored checksum (p as read by readBlocks, crcs its result).
+// badBlocks returns the indexes of the blocks in p whose data does
+// not match their stored checksums (p as read by readBlocks, crcs its result).
 func badBlocks(p []byte, crcs []uint32) []int {
 	var bad []int
 	for i := range crcs {

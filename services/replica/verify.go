@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -25,6 +26,8 @@ type VerifyReport struct {
 }
 
 const verifyChunk = 1 << 20
+
+var errNoPeer = errors.New("no replication stream to the peer")
 
 // Verify compares both copies block by block, each against its checksums
 // and against each other, and repairs what it can from the good copy.

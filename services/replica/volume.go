@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -73,9 +74,9 @@ type Volume struct {
 	mu       sync.Mutex
 	role     Role
 	roleGen  uint64
-	link     *link    // primary: the stream to the secondary
-	serving  net2Conn // secondary: the primary's stream, closed on a role change
-	alone    bool     // primary: the peer's copy is committed outdated
+	link     *link     // primary: the stream to the secondary
+	serving  io.Closer // secondary: the primary's stream, closed on a role change
+	alone    bool      // primary: the peer's copy is committed outdated
 	fencing  chan struct{}
 	fenceErr error
 	closed   bool
@@ -86,9 +87,6 @@ type Volume struct {
 	stats stats
 	bufs  bufpool.Pool // payloads of the frames a secondary receives
 }
-
-// net2Conn is the part of net.Conn a role change needs.
-type net2Conn interface{ Close() error }
 
 // Errors the NBD client sees.
 var (
@@ -526,10 +524,7 @@ func (v *Volume) goAlone() error {
 
 // diverge takes a new generation before the first write made alone.
 func (v *Volume) diverge() error {
-	v.store.mu.Lock()
-	g := v.store.hdr.Generations
-	v.store.mu.Unlock()
-	if g.Bitmap != 0 {
+	if g, _ := v.store.Generations(); g.Bitmap != 0 {
 		return nil
 	}
 	return v.store.updateHeader(func(h *header) {
