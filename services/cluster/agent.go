@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
 )
 
@@ -83,7 +84,7 @@ type Agent struct {
 	// fresh FSM.
 	dir       atomic.Pointer[directory.Directory]
 	setupCode string
-	dial      *dialer
+	dial      *memberconn.Dialer
 	ip        *clusterIP
 	disco     *discovery
 	probes    *probes
@@ -152,7 +153,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, id: pki.Identity{Role: cfg.Role, ID: id}, files: files, live: live,
 		setupCode: code,
-		dial:      &dialer{self: pki.Identity{Role: cfg.Role, ID: id}, live: live, perAddress: 700 * time.Millisecond},
+		dial:      &memberconn.Dialer{Self: pki.Identity{Role: cfg.Role, ID: id}, Live: live, PerAddress: 700 * time.Millisecond},
 	}
 	a.dir.Store(directory.New())
 	if cfg.ClusterIPDevice != "" {

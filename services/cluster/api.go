@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
 )
 
@@ -119,7 +120,7 @@ func actor(r *http.Request) string {
 // certificate).
 func (a *Agent) member(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := identityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+		id, err := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
 		if err != nil || !a.isMember(id) {
 			frontdoor.WriteError(w, http.StatusForbidden, "not_a_member", "for cluster members only")
 			return
@@ -372,7 +373,7 @@ func (a *Agent) handleMemberSelf(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &upd) {
 		return
 	}
-	id, _ := identityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
 	if upd.ID != id.ID {
 		frontdoor.WriteError(w, http.StatusForbidden, "identity_mismatch", "a member may update only its own record")
 		return

@@ -52,7 +52,7 @@ func (a *Agent) client(address raft.ServerAddress) (*http.Client, error) {
 			if role != "" {
 				expect = &pki.Identity{Role: role, ID: id}
 			}
-			conn, err := a.dial.dialTLS(ctx, addrs, expect)
+			conn, err := a.dial.DialTLS(ctx, addrs, expect)
 			if err != nil {
 				return nil, err
 			}

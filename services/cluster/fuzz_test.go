@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
 )
 
@@ -53,7 +54,7 @@ func FuzzIdentityFromHeader(f *testing.F) {
 	f.Add("witness/w-1")
 	f.Add("root/n-1")
 	f.Fuzz(func(t *testing.T, h string) {
-		id, err := identityFromHeader(h)
+		id, err := memberconn.IdentityFromHeader(h)
 		if err != nil {
 			return
 		}
@@ -144,7 +145,7 @@ func FuzzUpgradeResponse(f *testing.F) {
 			server.Close()
 		}()
 		client.SetDeadline(time.Now().Add(time.Second))
-		up, err := readUpgrade(client, frontdoor.UpgradeRaft)
+		up, err := memberconn.ReadUpgrade(client, frontdoor.UpgradeRaft)
 		if err == nil {
 			// The bytes after the answer are the stream's.
 			io.Copy(io.Discard, up)

@@ -1,10 +1,7 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
 )
 
@@ -44,107 +42,22 @@ func ParseAddress(a raft.ServerAddress) (string, []string, error) {
 	return id, addrs, nil
 }
 
-// dialer connects to members' front doors.
-type dialer struct {
-	self pki.Identity
-	live *pki.Live
-	// perAddress bounds each attempt when more addresses remain, so a
-	// dead interconnect costs little before the management network is
-	// tried.
-	perAddress time.Duration
-}
-
-// dialTLS connects to the first of addrs that answers, verifying that the
-// peer is the expected member.
-func (d *dialer) dialTLS(ctx context.Context, addrs []string, expect *pki.Identity) (*tls.Conn, error) {
-	cfg, err := d.live.ClientTLS(expect)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	for i, addr := range addrs {
-		actx := ctx
-		if i < len(addrs)-1 && d.perAddress > 0 {
-			var cancel context.CancelFunc
-			actx, cancel = context.WithTimeout(ctx, d.perAddress)
-			defer cancel()
-		}
-		td := &tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 5 * time.Second}, Config: cfg}
-		conn, err := td.DialContext(actx, "tcp", addr)
-		if err == nil {
-			return conn.(*tls.Conn), nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, errors.Join(errs...)
-}
-
 // upgrade asks a member's front door to switch the connection to proto.
-func (d *dialer) upgrade(ctx context.Context, address raft.ServerAddress, proto string) (net.Conn, error) {
+func upgrade(ctx context.Context, d *memberconn.Dialer, address raft.ServerAddress, proto string) (net.Conn, error) {
 	id, addrs, err := ParseAddress(address)
 	if err != nil {
 		return nil, err
 	}
 	// The witness and nodes both answer raft; which role the peer has is
 	// read from its certificate, the ID must match.
-	conn, err := d.dialTLS(ctx, addrs, nil)
-	if err != nil {
-		return nil, err
-	}
-	peer, err := pki.IdentityOf(conn.ConnectionState().PeerCertificates[0])
-	if err != nil || peer.ID != id {
-		conn.Close()
-		return nil, fmt.Errorf("%s answered as %v, not member %s", conn.RemoteAddr(), peer, id)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	fmt.Fprintf(conn, "GET /raft HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n\r\n",
-		id, proto, frontdoor.HeaderClaim, d.self)
-	up, err := readUpgrade(conn, proto)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("upgrade to %s at %s: %w", proto, id, err)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return up, nil
+	return d.Upgrade(ctx, id, addrs, proto, "/raft", nil)
 }
-
-// readUpgrade reads the peer's answer to an Upgrade request: only 101
-// Switching Protocols to the protocol asked for will do. Bytes the peer
-// sent after the answer stay readable on the returned connection.
-func readUpgrade(conn net.Conn, proto string) (net.Conn, error) {
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return nil, errors.New(resp.Status)
-	}
-	if !strings.EqualFold(resp.Header.Get("Upgrade"), proto) {
-		return nil, fmt.Errorf("switched to %q, not %q", resp.Header.Get("Upgrade"), proto)
-	}
-	return &bufferedConn{Conn: conn, r: br}, nil
-}
-
-// bufferedConn reads what the response reader had already buffered first.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // streamLayer is raft's network: connections are HTTP Upgrades through
 // the members' front doors, so raft uses the one port like everything
 // else.
 type streamLayer struct {
-	d        *dialer
+	d        *memberconn.Dialer
 	self     raft.ServerAddress
 	accepted chan net.Conn
 	done     chan struct{}
@@ -153,7 +66,7 @@ type streamLayer struct {
 	isMember func(pki.Identity) bool
 }
 
-func newStreamLayer(d *dialer, self raft.ServerAddress, isMember func(pki.Identity) bool) *streamLayer {
+func newStreamLayer(d *memberconn.Dialer, self raft.ServerAddress, isMember func(pki.Identity) bool) *streamLayer {
 	return &streamLayer{d: d, self: self, accepted: make(chan net.Conn), done: make(chan struct{}), isMember: isMember}
 }
 
@@ -171,7 +84,7 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		case <-ctx.Done():
 		}
 	}()
-	return s.d.upgrade(ctx, address, frontdoor.UpgradeRaft)
+	return upgrade(ctx, s.d, address, frontdoor.UpgradeRaft)
 }
 
 // Accept implements net.Listener.
@@ -201,36 +114,18 @@ func (a raftAddr) String() string  { return string(a) }
 // ServeHTTP takes over an Upgrade request that the front door passed on
 // from a verified member, and hands the connection to raft.
 func (s *streamLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id, err := identityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+	id, err := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
 	if err != nil || !s.isMember(id) {
 		frontdoor.WriteError(w, http.StatusForbidden, "not_a_member", fmt.Sprintf("%q is not a member of this cluster", r.Header.Get(frontdoor.HeaderMember)))
 		return
 	}
-	conn, rw, err := http.NewResponseController(w).Hijack()
+	c, err := memberconn.Accept(w, frontdoor.UpgradeRaft)
 	if err != nil {
-		frontdoor.WriteError(w, http.StatusInternalServerError, "hijack", err.Error())
 		return
-	}
-	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", frontdoor.UpgradeRaft)
-	if err := rw.Flush(); err != nil {
-		conn.Close()
-		return
-	}
-	c := net.Conn(conn)
-	if rw.Reader.Buffered() > 0 {
-		c = &bufferedConn{Conn: conn, r: rw.Reader}
 	}
 	select {
 	case s.accepted <- c:
 	case <-s.done:
-		conn.Close()
+		c.Close()
 	}
-}
-
-func identityFromHeader(h string) (pki.Identity, error) {
-	role, id, ok := strings.Cut(h, "/")
-	if !ok || (role != pki.RoleNode && role != pki.RoleWitness) || pki.CheckID(id) != nil {
-		return pki.Identity{}, fmt.Errorf("no member identity")
-	}
-	return pki.Identity{Role: role, ID: id}, nil
 }

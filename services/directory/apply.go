@@ -54,6 +54,14 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyIPOwner(index, env))
 	case TypeForced:
 		target, err = withPayload(env, d.applyForced(index, env))
+	case TypeVolumePut:
+		target, err = withPayload(env, d.applyVolumePut(index, env))
+	case TypeVolumeDelete:
+		target, err = withPayload(env, d.applyVolumeDelete(index, env))
+	case TypeVolumePrimary:
+		target, err = withPayload(env, d.applyVolumePrimary(index, env))
+	case TypeVolumeCopy:
+		target, err = withPayload(env, d.applyVolumeCopy(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command

@@ -18,25 +18,29 @@ const IgnoreUnknown Type = 0x80
 
 // Command types.
 const (
-	TypeInit         Type = 1  // bootstrap: cluster record, first admin, first member, first token
-	TypeUserPut      Type = 2  // create or update a user
-	TypeUserDelete   Type = 3  // remove a user
-	TypeMemberJoin   Type = 4  // a member joined with a token (nonce recorded)
-	TypeMemberUpdate Type = 5  // a member's addresses or inventory changed
-	TypeMemberRemove Type = 6  // a member left or was removed
-	TypeVMPut        Type = 7  // create or update a VM definition
-	TypeVMDelete     Type = 8  // remove a VM definition
-	TypeTemplatePut  Type = 9  // create or update an app template
-	TypeTemplateDel  Type = 10 // remove an app template
-	TypeSettingsSet  Type = 11 // set and unset cluster settings
-	TypeLabelSet     Type = 12 // set (or, empty, remove) a label
-	TypeAlertPut     Type = 13 // create or update an alert rule
-	TypeAlertDelete  Type = 14 // remove an alert rule
-	TypeTokenPut     Type = 15 // a new join token
-	TypeTokenDelete  Type = 16 // revoke a join token
-	TypeAudit        Type = 17 // an audit line on its own (a refused request)
-	TypeIPOwner      Type = 18 // who holds the cluster IP, decided by the leader of a term
-	TypeForced       Type = 19 // single-node mode forced on or lifted
+	TypeInit          Type = 1  // bootstrap: cluster record, first admin, first member, first token
+	TypeUserPut       Type = 2  // create or update a user
+	TypeUserDelete    Type = 3  // remove a user
+	TypeMemberJoin    Type = 4  // a member joined with a token (nonce recorded)
+	TypeMemberUpdate  Type = 5  // a member's addresses or inventory changed
+	TypeMemberRemove  Type = 6  // a member left or was removed
+	TypeVMPut         Type = 7  // create or update a VM definition
+	TypeVMDelete      Type = 8  // remove a VM definition
+	TypeTemplatePut   Type = 9  // create or update an app template
+	TypeTemplateDel   Type = 10 // remove an app template
+	TypeSettingsSet   Type = 11 // set and unset cluster settings
+	TypeLabelSet      Type = 12 // set (or, empty, remove) a label
+	TypeAlertPut      Type = 13 // create or update an alert rule
+	TypeAlertDelete   Type = 14 // remove an alert rule
+	TypeTokenPut      Type = 15 // a new join token
+	TypeTokenDelete   Type = 16 // revoke a join token
+	TypeAudit         Type = 17 // an audit line on its own (a refused request)
+	TypeIPOwner       Type = 18 // who holds the cluster IP, decided by the leader of a term
+	TypeForced        Type = 19 // single-node mode forced on or lifted
+	TypeVolumePut     Type = 20 // create a volume, or grow it
+	TypeVolumeDelete  Type = 21 // remove a volume
+	TypeVolumePrimary Type = 22 // move a volume's primary role (a new role generation)
+	TypeVolumeCopy    Type = 23 // the primary records its peer's copy outdated or up to date
 )
 
 // Envelope is what every command carries besides its payload.
@@ -178,6 +182,7 @@ func (t Type) String() string {
 		TypeTemplatePut: "template.put", TypeTemplateDel: "template.delete", TypeSettingsSet: "settings.set",
 		TypeLabelSet: "label.set", TypeAlertPut: "alert.put", TypeAlertDelete: "alert.delete", TypeTokenPut: "token.put",
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
+		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -43,6 +43,7 @@ type state struct {
 	Users     map[string]*User      `json:"users"`
 	Members   map[string]*Member    `json:"members"`
 	VMs       map[string]*VM        `json:"vms"`
+	Volumes   map[string]*Volume    `json:"volumes"`
 	Templates map[string]*Template  `json:"templates"`
 	Settings  map[string]string     `json:"settings"`
 	Labels    map[string]string     `json:"labels"`
@@ -64,6 +65,7 @@ func (s *state) fillNil() {
 	fill(&s.Users)
 	fill(&s.Members)
 	fill(&s.VMs)
+	fill(&s.Volumes)
 	fill(&s.Templates)
 	fill(&s.Settings)
 	fill(&s.Labels)
@@ -84,6 +86,7 @@ func (s *state) clone() *state {
 	c.Users = cloneMap(s.Users)
 	c.Members = cloneMap(s.Members)
 	c.VMs = cloneMap(s.VMs)
+	c.Volumes = cloneMap(s.Volumes)
 	c.Templates = cloneMap(s.Templates)
 	c.Settings = cloneMap(s.Settings)
 	c.Labels = cloneMap(s.Labels)

@@ -28,9 +28,14 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) apply(typ Type, payload any) error {
 	h.t.Helper()
+	return h.applyAs("admin", typ, payload)
+}
+
+func (h *harness) applyAs(actor string, typ Type, payload any) error {
+	h.t.Helper()
 	h.index++
 	h.now = h.now.Add(time.Second)
-	data, err := Encode(typ, Envelope{Actor: "admin", From: "192.0.2.9", Time: h.now}, payload)
+	data, err := Encode(typ, Envelope{Actor: actor, From: "192.0.2.9", Time: h.now}, payload)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,0 +1,163 @@
+// Package memberconn connects cluster members to each other through their
+// front doors: member TLS both ways, then an HTTP Upgrade to the protocol
+// a service speaks (raft, replication). Both ends live here, so every
+// service that streams between members does it the same way over the one
+// port.
+package memberconn
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/pki"
+)
+
+// Dialer connects to members' front doors as Self.
+type Dialer struct {
+	Self pki.Identity
+	Live *pki.Live
+	// PerAddress bounds each attempt when more addresses remain, so a
+	// dead interconnect costs little before the management network is
+	// tried.
+	PerAddress time.Duration
+}
+
+// DialTLS connects to the first of addrs that answers, verifying that the
+// peer is a member of the cluster (and expect, when given).
+func (d *Dialer) DialTLS(ctx context.Context, addrs []string, expect *pki.Identity) (*tls.Conn, error) {
+	cfg, err := d.Live.ClientTLS(expect)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, addr := range addrs {
+		actx := ctx
+		if i < len(addrs)-1 && d.PerAddress > 0 {
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeout(ctx, d.PerAddress)
+			defer cancel()
+		}
+		td := &tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 5 * time.Second}, Config: cfg}
+		conn, err := td.DialContext(actx, "tcp", addr)
+		if err == nil {
+			return conn.(*tls.Conn), nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// DialMember connects to member id at addrs and checks that the one
+// answering is that member, whatever its role.
+func (d *Dialer) DialMember(ctx context.Context, id string, addrs []string) (*tls.Conn, error) {
+	conn, err := d.DialTLS(ctx, addrs, nil)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := pki.IdentityOf(conn.ConnectionState().PeerCertificates[0])
+	if err != nil || peer.ID != id {
+		conn.Close()
+		return nil, fmt.Errorf("%s answered as %v, not member %s", conn.RemoteAddr(), peer, id)
+	}
+	return conn, nil
+}
+
+// Upgrade connects to member id and asks its front door to switch the
+// connection to proto; path and header say what the stream is for.
+func (d *Dialer) Upgrade(ctx context.Context, id string, addrs []string, proto, path string, header http.Header) (net.Conn, error) {
+	conn, err := d.DialMember(ctx, id, addrs)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n",
+		path, id, proto, frontdoor.HeaderClaim, d.Self)
+	for k, vs := range header {
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	if _, err := conn.Write([]byte(b.String())); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("upgrade to %s at %s: %w", proto, id, err)
+	}
+	up, err := ReadUpgrade(conn, proto)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("upgrade to %s at %s: %w", proto, id, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return up, nil
+}
+
+// ReadUpgrade reads the peer's answer to an Upgrade request: only 101
+// Switching Protocols to the protocol asked for will do. Bytes the peer
+// sent after the answer stay readable on the returned connection.
+func ReadUpgrade(conn net.Conn, proto string) (net.Conn, error) {
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil, errors.New(resp.Status)
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), proto) {
+		return nil, fmt.Errorf("switched to %q, not %q", resp.Header.Get("Upgrade"), proto)
+	}
+	return &bufferedConn{Conn: conn, r: br}, nil
+}
+
+// Accept takes over an Upgrade request the front door passed on and
+// answers 101 Switching Protocols to proto. The caller has checked who
+// asked (IdentityFromHeader).
+func Accept(w http.ResponseWriter, proto string) (net.Conn, error) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		frontdoor.WriteError(w, http.StatusInternalServerError, "hijack", err.Error())
+		return nil, fmt.Errorf("take over the %s stream: %w", proto, err)
+	}
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", proto)
+	if err := rw.Flush(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("answer the %s upgrade: %w", proto, err)
+	}
+	if rw.Reader.Buffered() > 0 {
+		return &bufferedConn{Conn: conn, r: rw.Reader}, nil
+	}
+	return conn, nil
+}
+
+// bufferedConn reads what a reader had already buffered first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// IdentityFromHeader reads the member identity the front door verified
+// and passed on in its X-Tandem-Member header.
+func IdentityFromHeader(h string) (pki.Identity, error) {
+	role, id, ok := strings.Cut(h, "/")
+	if !ok || (role != pki.RoleNode && role != pki.RoleWitness) || pki.CheckID(id) != nil {
+		return pki.Identity{}, fmt.Errorf("no member identity")
+	}
+	return pki.Identity{Role: role, ID: id}, nil
+}
