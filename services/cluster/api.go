@@ -51,6 +51,17 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/labels/{key}", a.user(viewer, a.read(a.handleGetLabel)))
 	mux.HandleFunc("PUT /api/v1/labels/{key}", a.user(operator, a.leaderOnly(a.handlePutLabel)))
 	mux.HandleFunc("GET /api/v1/audit", a.user(admin, a.read(a.handleAudit)))
+	mux.HandleFunc("GET /api/v1/volumes", a.user(viewer, a.read(a.handleVolumes)))
+	mux.HandleFunc("GET /api/v1/volumes/{name}", a.user(viewer, a.read(a.handleVolume)))
+	mux.HandleFunc("POST /api/v1/volumes", a.user(operator, a.leaderOnly(a.handleCreateVolume)))
+	mux.HandleFunc("PATCH /api/v1/volumes/{name}", a.user(operator, a.leaderOnly(a.handleUpdateVolume)))
+	mux.HandleFunc("DELETE /api/v1/volumes/{name}", a.user(operator, a.leaderOnly(a.handleDeleteVolume)))
+	mux.HandleFunc("POST /api/v1/volumes/{name}/primary", a.user(operator, a.leaderOnly(a.handleVolumePrimary)))
+	mux.HandleFunc("POST /api/v1/cluster/volumes/copy", a.member(a.leaderOnly(a.handleVolumeCopy)))
+	// This node's services, on the socket only.
+	mux.HandleFunc("GET /local/v1/storage", a.local(a.handleLocalStorage))
+	mux.HandleFunc("POST /local/v1/volumes/copy", a.local(a.handleLocalVolumeCopy))
+	mux.HandleFunc("GET /local/v1/whoami", a.local(a.handleLocalWhoami))
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})

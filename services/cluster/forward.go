@@ -187,6 +187,17 @@ func (a *Agent) updateSelf(ctx context.Context, upd directory.MemberUpdatePayloa
 		_, err := a.propose(directory.TypeMemberUpdate, "member:"+a.cfg.Name, "", upd)
 		return err
 	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return a.callLeader(cctx, http.MethodPost, "/api/v1/cluster/members/self", upd, nil)
+}
+
+// callLeader calls the leader's member API.
+func (a *Agent) callLeader(ctx context.Context, method, path string, in, out any) error {
+	r := a.r()
+	if r == nil {
+		return ErrNotInCluster
+	}
 	addr, id := r.LeaderWithID()
 	if addr == "" {
 		return errNoLeader
@@ -195,7 +206,5 @@ func (a *Agent) updateSelf(ctx context.Context, upd directory.MemberUpdatePayloa
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return a.memberCall(cctx, directory.Member{ID: string(id), Addresses: addrs}, http.MethodPost, "/api/v1/cluster/members/self", upd, nil)
+	return a.memberCall(ctx, directory.Member{ID: string(id), Addresses: addrs}, method, path, in, out)
 }

@@ -272,6 +272,7 @@ func parseHeaderSlot(slot []byte) (header, error) {
 // OpenStore opens a copy made by CreateStore, recovering from an unclean
 // shutdown first.
 func OpenStore(dataPath, metaPath string) (*Store, StoreInfo, error) {
+	resumeGrow(dataPath, metaPath)
 	meta, err := os.OpenFile(metaPath, os.O_RDWR, 0)
 	if err != nil {
 		return nil, StoreInfo{}, fmt.Errorf("open volume metadata: %w", err)

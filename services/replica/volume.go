@@ -668,3 +668,16 @@ type stats struct {
 	resyncRate     atomic.Int64
 	lastVerify     atomic.Pointer[VerifyReport]
 }
+
+// Freeze is the snapshot hook: it waits for the writes in flight, makes
+// them durable on both copies, and holds new writes (reads go on) until
+// thaw is called. A backup copies the frozen copy, or takes its own
+// snapshot of the backing store, in between.
+func (v *Volume) Freeze() (thaw func(), err error) {
+	lr := v.locks.lock(0, v.store.size, true)
+	if err := v.Flush(); err != nil {
+		lr.unlock()
+		return nil, fmt.Errorf("freeze: %w", err)
+	}
+	return sync.OnceFunc(lr.unlock), nil
+}

@@ -1,0 +1,102 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tandemhci/tandem/services/directory"
+)
+
+// LocalClient is how a service on the node talks to its cluster agent,
+// over the agent's Unix socket.
+type LocalClient struct {
+	c *http.Client
+}
+
+// NewLocalClient returns a client of the agent listening on socket.
+func NewLocalClient(socket string) *LocalClient {
+	return &LocalClient{c: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 4,
+	}}}
+}
+
+// ErrUnauthorized means the agent did not accept the credentials.
+var ErrUnauthorized = errors.New("unauthorized")
+
+func (l *LocalClient) do(ctx context.Context, method, path string, header http.Header, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://cluster"+path, body)
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := l.c.Do(req)
+	if err != nil {
+		return fmt.Errorf("cluster agent: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("cluster agent: %w", err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%w: %s", ErrUnauthorized, apiMessage(b))
+	case resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("cluster agent: %s: %w", apiMessage(b), directory.ErrRefused)
+	case resp.StatusCode/100 != 2:
+		return fmt.Errorf("cluster agent: %s %s: %s: %s", method, path, resp.Status, apiMessage(b))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// Storage returns the storage view once the directory has applied past
+// after, or after wait.
+func (l *LocalClient) Storage(ctx context.Context, after uint64, wait time.Duration) (StorageView, error) {
+	var v StorageView
+	err := l.do(ctx, http.MethodGet, "/local/v1/storage?after="+strconv.FormatUint(after, 10)+"&wait="+strconv.Itoa(int(wait/time.Second)), nil, nil, &v)
+	return v, err
+}
+
+// VolumeCopy records, as this node (the volume's primary), the state of
+// the peer's copy. It returns once the cluster committed it.
+func (l *LocalClient) VolumeCopy(ctx context.Context, p directory.VolumeCopyPayload) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/volumes/copy", nil, p, nil)
+}
+
+// Whoami authenticates the user whose Authorization header is given.
+func (l *LocalClient) Whoami(ctx context.Context, authorization string) (Principal, error) {
+	var p Principal
+	if authorization == "" {
+		return p, fmt.Errorf("%w: no credentials", ErrUnauthorized)
+	}
+	err := l.do(ctx, http.MethodGet, "/local/v1/whoami", http.Header{"Authorization": {authorization}}, nil, &p)
+	return p, err
+}
