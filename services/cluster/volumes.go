@@ -219,11 +219,16 @@ func (a *Agent) handleVolumeCopy(w http.ResponseWriter, r *http.Request) {
 
 // StorageView is what the storage service reconciles against.
 type StorageView struct {
-	Index     uint64             `json:"index"` // the directory's applied index
-	Self      string             `json:"self"`  // this member's ID
-	InCluster bool               `json:"in_cluster"`
-	Members   []directory.Member `json:"members"`
-	Volumes   []directory.Volume `json:"volumes"`
+	Index     uint64 `json:"index"` // the directory's applied index
+	Self      string `json:"self"`  // this member's ID
+	InCluster bool   `json:"in_cluster"`
+	// Current says the member has caught up with the cluster (it leads,
+	// or it heard from the leader lately and applied what was committed):
+	// only then may a storage service act on being named primary or on a
+	// volume's absence.
+	Current bool               `json:"current"`
+	Members []directory.Member `json:"members"`
+	Volumes []directory.Volume `json:"volumes"`
 }
 
 // Principal is an authenticated user, as the local API reports it.
@@ -266,7 +271,12 @@ func (a *Agent) handleLocalStorage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	d := a.Directory()
-	view := StorageView{Index: d.AppliedIndex(), Self: a.id.ID, InCluster: a.r() != nil, Members: d.Members(), Volumes: d.Volumes()}
+	view := StorageView{Index: d.AppliedIndex(), Self: a.id.ID, Members: d.Members(), Volumes: d.Volumes()}
+	if rf := a.r(); rf != nil {
+		view.InCluster = true
+		view.Current = rf.State() == raft.Leader ||
+			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*time.Second && rf.AppliedIndex() >= rf.CommitIndex() && d.AppliedIndex() > 0)
+	}
 	frontdoor.WriteJSON(w, http.StatusOK, view)
 }
 

@@ -38,6 +38,10 @@ type Export struct {
 	// Block sizes announced to clients that ask (QEMU does): requests
 	// are then aligned to MinBlock. Zero: 1, 4096 and MaxRequest.
 	MinBlock, PreferredBlock uint32
+	// Hold, when set, is called as a client starts using the export and
+	// its result when the client leaves, so the owner knows the export
+	// is in use.
+	Hold func() (release func())
 }
 
 // MaxRequest bounds a read or write; clients learn it through the block
@@ -107,6 +111,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) error {
 	exp, told, err := s.handshake(br, c)
 	if err != nil || exp == nil {
 		return err
+	}
+	if exp.Hold != nil {
+		defer exp.Hold()()
 	}
 	t := &transmission{s: s, exp: *exp, conn: c, size: uint64(exp.Backend.Size()), sem: make(chan struct{}, s.cfg.MaxInFlight), aligned: told}
 	return t.run(br)

@@ -32,10 +32,10 @@ var errNoPeer = errors.New("no replication stream to the peer")
 // Verify compares both copies block by block, each against its checksums
 // and against each other, and repairs what it can from the good copy.
 // Blocks known to be out of sync are left to the resync.
-func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
-	rep := VerifyReport{Started: time.Now()}
+func (v *Volume) Verify(ctx context.Context) (rep VerifyReport, err error) {
+	rep.Started = time.Now()
 	defer func() {
-		rep.Finished = time.Now()
+		rep.Finished = time.Now() // the named result: the caller sees it too
 		r := rep
 		v.stats.lastVerify.Store(&r)
 	}()

@@ -70,6 +70,10 @@ type Volume struct {
 	store *Store
 	log   *slog.Logger
 	locks rangeLocks
+	// freeze is held shared by every write, before its range lock, and
+	// exclusively by Freeze: reads never touch it, so a frozen volume
+	// can be read (copied) while the guest's writes wait.
+	freeze sync.RWMutex
 
 	mu       sync.Mutex
 	role     Role
@@ -302,6 +306,12 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 	if err := v.checkPrimary(); err != nil || len(p) == 0 {
 		return err
 	}
+	v.freeze.RLock()
+	defer v.freeze.RUnlock()
+	return v.writeAt(p, off, fua)
+}
+
+func (v *Volume) writeAt(p []byte, off int64, fua bool) error {
 	start := time.Now()
 	defer v.stats.writes.observe(start, len(p))
 	bo, be := off&^(BlockSize-1), (off+int64(len(p))+BlockSize-1)&^(BlockSize-1)
@@ -368,6 +378,8 @@ func (v *Volume) Trim(off, length int64) error {
 	if be <= bo {
 		return nil
 	}
+	v.freeze.RLock()
+	defer v.freeze.RUnlock()
 	lr := v.locks.lock(bo, be-bo, false)
 	defer lr.unlock()
 	return v.replicate(&Frame{Type: FrameTrim, Offset: uint64(bo), Length: uint32(be - bo)}, nil, nil)
@@ -378,17 +390,19 @@ func (v *Volume) WriteZeroes(off, length int64, fua bool) error {
 	if err := v.checkPrimary(); err != nil {
 		return err
 	}
+	v.freeze.RLock()
+	defer v.freeze.RUnlock()
 	bo, be := (off+BlockSize-1)&^(BlockSize-1), (off+length)&^(BlockSize-1)
 	if be <= bo {
-		return v.WriteAt(make([]byte, length), off, fua)
+		return v.writeAt(make([]byte, length), off, fua)
 	}
 	if bo > off {
-		if err := v.WriteAt(make([]byte, bo-off), off, fua); err != nil {
+		if err := v.writeAt(make([]byte, bo-off), off, fua); err != nil {
 			return err
 		}
 	}
 	if off+length > be {
-		if err := v.WriteAt(make([]byte, off+length-be), be, fua); err != nil {
+		if err := v.writeAt(make([]byte, off+length-be), be, fua); err != nil {
 			return err
 		}
 	}
@@ -674,10 +688,10 @@ type stats struct {
 // thaw is called. A backup copies the frozen copy, or takes its own
 // snapshot of the backing store, in between.
 func (v *Volume) Freeze() (thaw func(), err error) {
-	lr := v.locks.lock(0, v.store.size, true)
+	v.freeze.Lock()
 	if err := v.Flush(); err != nil {
-		lr.unlock()
+		v.freeze.Unlock()
 		return nil, fmt.Errorf("freeze: %w", err)
 	}
-	return sync.OnceFunc(lr.unlock), nil
+	return sync.OnceFunc(v.freeze.Unlock), nil
 }

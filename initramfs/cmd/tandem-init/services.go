@@ -39,6 +39,15 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 			Critical:  true,
 			ReadyDial: "unix:" + clusterSocket,
 		},
+		{
+			// This node's copies of the replicated volumes: NBD for QEMU,
+			// replication with the peer through the front door.
+			Name:     "storage",
+			Path:     bin + "tandem-storage",
+			Args:     []string{"-data", dataDir + "/volumes", "-cluster", clusterSocket},
+			After:    []string{"cluster"},
+			Critical: true,
+		},
 	}
 	if s.On(settings.KeyConsoleShell) && b.Console.Device != "" {
 		table = append(table, supervisor.Service{

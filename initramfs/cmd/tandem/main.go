@@ -20,6 +20,7 @@ import (
 	tandeminit "github.com/tandemhci/tandem/initramfs/cmd/tandem-init"
 	clustercmd "github.com/tandemhci/tandem/services/cmd/tandem-cluster"
 	frontdoorcmd "github.com/tandemhci/tandem/services/cmd/tandem-frontdoor"
+	storagecmd "github.com/tandemhci/tandem/services/cmd/tandem-storage"
 	witnesscmd "github.com/tandemhci/tandem/services/cmd/tandem-witness"
 )
 
@@ -30,6 +31,7 @@ func commands() map[string]func(args []string) int {
 		"tandem-frontdoor": frontdoorcmd.Main,
 		"tandem-cluster":   clustercmd.Main,
 		"tandem-witness":   witnesscmd.Main,
+		"tandem-storage":   storagecmd.Main,
 		"supervisorctl":    supervisorctl.Main,
 	}
 }

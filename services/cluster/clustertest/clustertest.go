@@ -42,6 +42,7 @@ type Options struct {
 	Heartbeat time.Duration // raft heartbeat timeout; 0: the default
 	Lease     time.Duration
 	Firewall  bool // allow only TCP 443 (and the ICMPv6 IPv6 needs) into every host
+	Storage   bool // run the storage service on the nodes
 }
 
 // Cluster is the test cluster.
@@ -70,7 +71,7 @@ type Member struct {
 	c    *Cluster
 
 	mu    sync.Mutex
-	procs []*exec.Cmd
+	procs map[string]*exec.Cmd // by command name
 }
 
 var (
@@ -185,9 +186,12 @@ func (m *Member) Start() {
 	if m.Role == "node" {
 		cmds = [][]string{
 			{"tandem-frontdoor", "-listen", ":443", "-state", m.Dir + "/frontdoor", "-member-tls", m.Dir + "/cluster/tls",
-				"-supervisor", m.Dir + "/no-supervisor.sock", "-cluster", m.Dir + "/cluster.sock"},
+				"-supervisor", m.Dir + "/no-supervisor.sock", "-cluster", m.Dir + "/cluster.sock", "-storage", m.Dir + "/storage.sock"},
 			append([]string{"tandem-cluster", "-data", m.Dir + "/cluster", "-socket", m.Dir + "/cluster.sock", "-name", m.Name,
 				"-mgmt", "mgmt0", "-interconnect", "ic0", "-console", "", "-supervisor", m.Dir + "/no-supervisor.sock"}, timing...),
+		}
+		if c.opts.Storage {
+			cmds = append(cmds, m.storageArgs())
 		}
 	} else {
 		cmds = [][]string{append([]string{"tandem-witness", "-listen", ":443", "-data", m.Dir + "/witness", "-name", m.Name,
@@ -196,15 +200,46 @@ func (m *Member) Start() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, args := range cmds {
-		cmd := m.NS.Command(append([]string{c.bin}, args...)...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			c.tb.Fatalf("start %s on %s: %v", args[0], m.Name, err)
-		}
-		m.procs = append(m.procs, cmd)
+		m.startLocked(logf, args)
 	}
 	logf.Close()
+}
+
+// storageArgs runs the storage service with its files in the member's
+// folder.
+func (m *Member) storageArgs() []string {
+	return []string{"tandem-storage", "-data", m.Dir + "/volumes", "-nbd", m.NBDSocket(), "-socket", m.Dir + "/storage.sock",
+		"-cluster", m.Dir + "/cluster.sock", "-member-tls", m.Dir + "/cluster/tls", "-fence-timeout", "5s"}
+}
+
+// NBDSocket is where the member's storage service serves its volumes.
+func (m *Member) NBDSocket() string { return m.Dir + "/nbd.sock" }
+
+func (m *Member) startLocked(logf *os.File, args []string) {
+	c := m.c
+	cmd := m.NS.Command(append([]string{c.bin}, args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		c.tb.Fatalf("start %s on %s: %v", args[0], m.Name, err)
+	}
+	if m.procs == nil {
+		m.procs = map[string]*exec.Cmd{}
+	}
+	m.procs[args[0]] = cmd
+}
+
+// StartStorage starts the member's storage service again (after
+// KillProcess).
+func (m *Member) StartStorage() {
+	logf, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		m.c.tb.Fatal(err)
+	}
+	defer logf.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.startLocked(logf, m.storageArgs())
 }
 
 // Kill ends every process of the member at once (kill -9).
@@ -223,12 +258,24 @@ func (m *Member) Kill() {
 
 // KillAgent kills only the cluster agent (or the witness process).
 func (m *Member) KillAgent() {
+	if m.Role == "node" {
+		m.KillProcess("tandem-cluster")
+	} else {
+		m.KillProcess("tandem-witness")
+	}
+}
+
+// KillProcess kills one of the member's processes (kill -9).
+func (m *Member) KillProcess(name string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.procs[len(m.procs)-1]
+	p := m.procs[name]
+	if p == nil {
+		return
+	}
 	_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
 	_ = p.Wait()
-	m.procs = m.procs[:len(m.procs)-1]
+	delete(m.procs, name)
 }
 
 // PowerOff is a power cut: every process dies, the links go down, and

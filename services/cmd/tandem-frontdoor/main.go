@@ -24,6 +24,7 @@ func Main(args []string) int {
 	tlsDir := fs.String("member-tls", "/data/cluster/tls", "the member certificate and cluster CA, written by the cluster agent")
 	supervisor := fs.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
 	cluster := fs.String("cluster", "/run/tandem/cluster.sock", "the cluster agent's socket")
+	storageSocket := fs.String("storage", "/run/tandem/storage.sock", "the storage service's socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -38,12 +39,15 @@ func Main(args []string) int {
 		return 1
 	}
 	clusterAgent := frontdoor.UnixBackend(*cluster, log)
+	storage := frontdoor.UnixBackend(*storageSocket, log)
 	fd, err := frontdoor.New(frontdoor.Config{
 		Listen: *listen, TLS: src, Logger: log, Auditor: clusterAgent,
 		// First match wins.
 		Routes: []frontdoor.Route{
 			{Name: "health", Prefix: "/api/v1/health", Method: "GET", Backend: frontdoor.HealthHandler(statusapi.NewClient(*supervisor))},
 			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: clusterAgent},
+			{Name: "replication", Upgrade: frontdoor.UpgradeReplication, Member: true, Backend: storage},
+			{Name: "storage", Prefix: "/api/v1/storage/", Backend: storage},
 			{Name: "api", Prefix: "/api/v1/", Backend: clusterAgent},
 		},
 	})
