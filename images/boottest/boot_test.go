@@ -404,6 +404,8 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 		t.Fatalf("voters by role %v, want 2 nodes and 1 witness: %+v", roles, h.Members)
 	}
 
+	vmFromReplicatedVolume(t, ctx, box, creds)
+
 	// The leader's node loses power: the other node leads and answers on
 	// the cluster IP.
 	var st cluster.Status

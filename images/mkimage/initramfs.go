@@ -45,6 +45,9 @@ func hostFiles() []string {
 		"/usr/bin/qemu-system-x86_64",
 		"/usr/bin/qemu-img",
 		"/usr/bin/qemu-storage-daemon",
+		// Debian builds TCG as a module: without it QEMU runs nothing
+		// where there is no KVM.
+		"/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so",
 		"/usr/sbin/mke2fs",
 		"/usr/sbin/e2fsck",
 		"/etc/mke2fs.conf",

@@ -81,6 +81,25 @@ func (c APIClient) Do(ctx context.Context, method, path string, in, out any) (in
 	return resp.StatusCode, nil
 }
 
+// Raw sends a request with a body of any kind and returns the status and
+// the answer's body, whatever the status.
+func (c APIClient) Raw(ctx context.Context, method, path string, body io.Reader) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if c.Admin != "" {
+		req.SetBasicAuth(c.Admin, c.Pass)
+	}
+	resp, err := insecure.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
+	return resp.StatusCode, b, err
+}
+
 // API returns a client for the node's front door.
 func (n *Node) API(cr Credentials) APIClient {
 	return APIClient{Base: n.URL(), Admin: cr.Admin, Pass: cr.Password}
