@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 )
 
 // Magic numbers and codes of the protocol (the NBD protocol document,
@@ -119,14 +120,19 @@ func (e Errno) Error() string {
 	return fmt.Sprintf("errno %d", uint32(e))
 }
 
-// errnoOf maps a backend error to a reply's errno.
-func errnoOf(err error) uint32 {
+// ErrnoOf maps a backend error to the errno of its reply.
+func ErrnoOf(err error) uint32 {
 	if err == nil {
 		return 0
 	}
 	var e Errno
 	if errors.As(err, &e) {
 		return uint32(e)
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// A full disk: QEMU pauses the VM (werror=enospc) rather than
+		// failing the guest's write, and resumes once there is room.
+		return uint32(ENOSPC)
 	}
 	return uint32(EIO)
 }

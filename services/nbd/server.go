@@ -408,7 +408,7 @@ func (t *transmission) handle(req Request, payload []byte) {
 		err = b.ReadAt(buf, off)
 		if err != nil {
 			t.s.bufs.Put(buf)
-			_ = t.reply(req.Handle, errnoOf(err), nil)
+			_ = t.reply(req.Handle, ErrnoOf(err), nil)
 			return
 		}
 		_ = t.reply(req.Handle, 0, buf)
@@ -431,7 +431,7 @@ func (t *transmission) handle(req Request, payload []byte) {
 	if err != nil {
 		t.s.log.Debug("nbd request failed", "export", t.exp.Name, "type", req.Type, "offset", off, "length", n, "err", err)
 	}
-	_ = t.reply(req.Handle, errnoOf(err), nil)
+	_ = t.reply(req.Handle, ErrnoOf(err), nil)
 }
 
 func (t *transmission) reply(handle uint64, errno uint32, data []byte) error {

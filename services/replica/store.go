@@ -687,6 +687,10 @@ func (s *Store) HotExtents() int {
 // checksums; the caller holds the range's lock and has called beginWrite.
 func (s *Store) writeBlocks(p []byte, off int64, crcs []uint32, fua bool) error {
 	if _, err := s.data.WriteAt(p, off); err != nil {
+		// Part of it may have landed (a disk filling up): keep each
+		// block's checksum true to what is there, old or new, so the
+		// block stays readable.
+		s.rechecksum(off, int64(len(p)))
 		return fmt.Errorf("write %d bytes at %d: %w", len(p), off, err)
 	}
 	b0 := off / BlockSize
@@ -699,6 +703,18 @@ func (s *Store) writeBlocks(p []byte, off int64, crcs []uint32, fua bool) error 
 		}
 	}
 	return nil
+}
+
+// rechecksum recomputes the checksums of the blocks in [off, off+length)
+// from the data file.
+func (s *Store) rechecksum(off, length int64) {
+	buf := make([]byte, BlockSize)
+	for b := off / BlockSize; b < (off+length+BlockSize-1)/BlockSize; b++ {
+		if _, err := s.data.ReadAt(buf, b*BlockSize); err != nil {
+			return
+		}
+		s.setCRC(b, BlockCRC(buf))
+	}
 }
 
 // readBlocks reads whole blocks at off into p and returns the checksums

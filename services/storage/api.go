@@ -68,6 +68,10 @@ func (s *Service) serveReplication(w http.ResponseWriter, r *http.Request) {
 	rv := c.rv
 	c.mu.Unlock()
 	if err := rv.Serve(r.Context(), conn); err != nil && r.Context().Err() == nil {
+		var refused *replica.RefusedError
+		if errors.As(err, &refused) {
+			c.noteSplitBrain(refused, peer.Name)
+		}
 		s.log.Info("replication stream from the primary ended", "volume", name, "err", err)
 	}
 }

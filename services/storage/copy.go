@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ type copyState struct {
 	peerCancel context.CancelFunc
 	peerDone   chan struct{}
 	peerState  string // the last attempt's outcome, for the status
+	conflict   string // a split brain waiting for the admin's choice
 }
 
 // open opens this node's copy of dv, creating it first if needed. A copy
@@ -137,6 +139,7 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 	role, gen := rv.Role()
 	if dv.Primary != view.Self {
 		if role == replica.Primary || gen < dv.Generation {
+			c.setConflict("")
 			rv.Demote(dv.Generation)
 			s.log.Info("secondary", "volume", dv.Name, "primary", dv.Primary, "generation", dv.Generation)
 		}
@@ -155,6 +158,7 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 			s.log.Error("cannot become primary", "volume", dv.Name, "err", err)
 			return
 		}
+		c.setConflict("")
 		s.log.Info("primary", "volume", dv.Name, "generation", dv.Generation)
 		c.stopPeer() // a new generation: the stream starts over
 	}
@@ -260,6 +264,7 @@ func (c *copyState) peerLoop(ctx context.Context) {
 		var refused *replica.RefusedError
 		if errors.As(err, &refused) {
 			c.setPeerState("refused: " + refused.Reason)
+			c.noteSplitBrain(refused, peer.Name)
 			s.log.Warn("the peer refused the replication stream", "volume", c.name, "reason", refused.Reason)
 			sleep(ctx, 5*time.Second)
 			continue
@@ -270,6 +275,27 @@ func (c *copyState) peerLoop(ctx context.Context) {
 		}
 		sleep(ctx, backoff)
 	}
+}
+
+// noteSplitBrain turns a refusal for a split brain into the admin's
+// choice, shown in the status of both nodes' copies.
+func (c *copyState) noteSplitBrain(refused *replica.RefusedError, peerName string) {
+	if !strings.HasPrefix(refused.Relation, replica.SplitBrain.String()) {
+		return
+	}
+	// Both copies took writes the other lacks. Both are kept until the
+	// admin says which one wins; the choice makes a new role generation,
+	// which clears this.
+	c.setConflict(fmt.Sprintf("split brain: the copies on this node and on %s both changed since they last met. "+
+		"Both are kept. Choose the one to keep with POST /api/v1/volumes/%s/primary "+
+		`{"node":"<the node to keep>","force":true,"discard":true}; only the regions that differ are copied over the other.`,
+		peerName, c.name))
+}
+
+func (c *copyState) setConflict(msg string) {
+	c.mu.Lock()
+	c.conflict = msg
+	c.mu.Unlock()
 }
 
 func (c *copyState) setPeerState(st string) {
@@ -311,19 +337,21 @@ func (c *copyState) export() (nbd.Export, bool) {
 
 // VolumeStatus is one node's view of its copy.
 type VolumeStatus struct {
-	Name      string         `json:"name"`
-	ID        string         `json:"id"`
-	Node      string         `json:"node"`
-	SizeBytes int64          `json:"size_bytes"`
-	InUse     int            `json:"nbd_clients"`
-	Stream    string         `json:"stream,omitempty"` // the primary's last attempt to reach the peer
-	Problem   string         `json:"problem,omitempty"`
-	Replica   replica.Status `json:"replica"`
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Node      string `json:"node"`
+	SizeBytes int64  `json:"size_bytes"`
+	InUse     int    `json:"nbd_clients"`
+	Stream    string `json:"stream,omitempty"` // the primary's last attempt to reach the peer
+	Problem   string `json:"problem,omitempty"`
+	// SplitBrain says what to do when both copies changed apart.
+	SplitBrain string         `json:"split_brain,omitempty"`
+	Replica    replica.Status `json:"replica"`
 }
 
 func (c *copyState) status() VolumeStatus {
 	c.mu.Lock()
-	st := VolumeStatus{Name: c.name, ID: c.id, SizeBytes: c.store.Size(), InUse: c.holds, Stream: c.peerState, Problem: c.problem}
+	st := VolumeStatus{Name: c.name, ID: c.id, SizeBytes: c.store.Size(), InUse: c.holds, Stream: c.peerState, Problem: c.problem, SplitBrain: c.conflict}
 	rv := c.rv
 	c.mu.Unlock()
 	// The replica's own lock is taken outside ours: its fence callback
