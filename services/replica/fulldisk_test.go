@@ -84,4 +84,3 @@ func TestFullDisk(t *testing.T) {
 	b.close(t)
 	sameFiles(t, a.data(), b.data())
 }
-
