@@ -59,6 +59,7 @@ const (
 	KeySlot          = "slot"
 	KeyHeartbeat     = "cluster.heartbeat"
 	KeyLeaderLease   = "cluster.lease"
+	KeyResyncRate    = "storage.resync_mibps"
 )
 
 // NetKey names a per-role network setting: field is mode, address or gateway.
@@ -80,6 +81,7 @@ func Keys() []Key {
 		{Name: KeySlot, Doc: "system slot the boot loader started, a or b (set by GRUB; empty when PXE-booted)", Check: oneOf("", "a", "b")},
 		{Name: KeyHeartbeat, Doc: "raft heartbeat timeout: a follower campaigns after 1-2x this without a leader (slow machines want more)", Default: "300ms", Check: checkDuration},
 		{Name: KeyLeaderLease, Doc: "a leader without a quorum for this long steps down and drops the cluster IP (under cluster.heartbeat)", Default: "150ms", Check: checkDuration},
+		{Name: KeyResyncRate, Doc: "MiB/s a resync may use, leaving the rest of the disks and the interconnect to the VMs; 0: no bound", Default: "200", Check: checkCount},
 	}
 	for _, r := range netRoles {
 		keys = append(keys,
@@ -338,6 +340,13 @@ func checkPort(v string) error {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("%q: want a TCP port from 1 to 65535", v)
+	}
+	return nil
+}
+
+func checkCount(v string) error {
+	if n, err := strconv.Atoi(v); err != nil || n < 0 {
+		return fmt.Errorf("%q: want a whole number, 0 or more", v)
 	}
 	return nil
 }

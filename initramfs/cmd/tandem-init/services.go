@@ -42,9 +42,10 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 		{
 			// This node's copies of the replicated volumes: NBD for QEMU,
 			// replication with the peer through the front door.
-			Name:     "storage",
-			Path:     bin + "tandem-storage",
-			Args:     []string{"-data", dataDir + "/volumes", "-cluster", clusterSocket},
+			Name: "storage",
+			Path: bin + "tandem-storage",
+			Args: []string{"-data", dataDir + "/volumes", "-cluster", clusterSocket,
+				"-resync-rate", strconv.FormatInt(int64(s.Int(settings.KeyResyncRate))<<20, 10)},
 			After:    []string{"cluster"},
 			Critical: true,
 		},
