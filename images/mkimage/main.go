@@ -100,6 +100,16 @@ func build(boardName, out, cache, version string) error {
 		return err
 	}
 	log("built tandem: %s", strings.Join(names, ", "))
+	guest := filepath.Join(out, "testguest")
+	if err := buildTestGuest(repo, kroot, guest); err != nil {
+		return err
+	}
+	for _, f := range []string{"vmlinuz", "initrd.gz"} {
+		if err := copyFile(filepath.Join(guest, f), filepath.Join(stage, testGuestDir, f)); err != nil {
+			return err
+		}
+	}
+	log("test guest built: %s", guest)
 	nq, err := stageQEMUData(stage)
 	if err != nil {
 		return err
