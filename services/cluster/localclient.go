@@ -77,11 +77,11 @@ func (l *LocalClient) do(ctx context.Context, method, path string, header http.H
 	return nil
 }
 
-// Storage returns the storage view once the directory has applied past
+// View returns the node's view of the directory once it has applied past
 // after, or after wait.
-func (l *LocalClient) Storage(ctx context.Context, after uint64, wait time.Duration) (StorageView, error) {
-	var v StorageView
-	err := l.do(ctx, http.MethodGet, "/local/v1/storage?after="+strconv.FormatUint(after, 10)+"&wait="+strconv.Itoa(int(wait/time.Second)), nil, nil, &v)
+func (l *LocalClient) View(ctx context.Context, after uint64, wait time.Duration) (LocalView, error) {
+	var v LocalView
+	err := l.do(ctx, http.MethodGet, "/local/v1/view?after="+strconv.FormatUint(after, 10)+"&wait="+strconv.Itoa(int(wait/time.Second)), nil, nil, &v)
 	return v, err
 }
 
@@ -99,4 +99,10 @@ func (l *LocalClient) Whoami(ctx context.Context, authorization string) (Princip
 	}
 	err := l.do(ctx, http.MethodGet, "/local/v1/whoami", http.Header{"Authorization": {authorization}}, nil, &p)
 	return p, err
+}
+
+// PrimaryHere moves a volume's primary role to this node and returns once
+// the cluster committed it.
+func (l *LocalClient) PrimaryHere(ctx context.Context, p PrimaryHere) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/volumes/primary-here", nil, p, nil)
 }

@@ -1,17 +1,12 @@
 package cluster
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
-
-	"github.com/hashicorp/raft"
 
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
@@ -209,109 +204,4 @@ func (a *Agent) handleVolumeCopy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// --- the node-local API, for the storage service --------------------------
-
-// The local API is served on the agent's Unix socket only: the front door
-// routes no /local/ path, and a request carrying X-Forwarded-For came
-// through a proxy and is refused.
-
-// StorageView is what the storage service reconciles against.
-type StorageView struct {
-	Index     uint64 `json:"index"` // the directory's applied index
-	Self      string `json:"self"`  // this member's ID
-	InCluster bool   `json:"in_cluster"`
-	// Current says the member has caught up with the cluster (it leads,
-	// or it heard from the leader lately and applied what was committed):
-	// only then may a storage service act on being named primary or on a
-	// volume's absence.
-	Current bool               `json:"current"`
-	Members []directory.Member `json:"members"`
-	Volumes []directory.Volume `json:"volumes"`
-}
-
-// Principal is an authenticated user, as the local API reports it.
-type Principal struct {
-	User string         `json:"user"`
-	Role directory.Role `json:"role"`
-}
-
-func (a *Agent) local(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get(frontdoor.HeaderMember) != "" {
-			frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
-			return
-		}
-		next(w, r)
-	}
-}
-
-// handleLocalStorage answers the storage view, waiting (up to ?wait=
-// seconds) until the directory has applied past ?after=.
-func (a *Agent) handleLocalStorage(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
-	wait, err := strconv.Atoi(q.Get("wait"))
-	if err != nil || wait < 0 || wait > 60 {
-		wait = 0
-	}
-	events, unsubscribe := a.Directory().Subscribe(16)
-	defer unsubscribe()
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(wait)*time.Second)
-	defer cancel()
-	ticker := time.NewTicker(time.Second) // raft restarts replace the directory
-	defer ticker.Stop()
-	for a.Directory().AppliedIndex() <= after && wait > 0 {
-		select {
-		case <-events:
-		case <-ticker.C:
-		case <-ctx.Done():
-			wait = 0
-		}
-	}
-	d := a.Directory()
-	view := StorageView{Index: d.AppliedIndex(), Self: a.id.ID, Members: d.Members(), Volumes: d.Volumes()}
-	if rf := a.r(); rf != nil {
-		view.InCluster = true
-		view.Current = rf.State() == raft.Leader ||
-			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*time.Second && rf.AppliedIndex() >= rf.CommitIndex() && d.AppliedIndex() > 0)
-	}
-	frontdoor.WriteJSON(w, http.StatusOK, view)
-}
-
-// handleLocalVolumeCopy records a copy state through the leader, as this
-// member.
-func (a *Agent) handleLocalVolumeCopy(w http.ResponseWriter, r *http.Request) {
-	var p directory.VolumeCopyPayload
-	if !decode(w, r, &p) {
-		return
-	}
-	rf := a.r()
-	if rf == nil {
-		apiError(w, ErrNotInCluster)
-		return
-	}
-	var err error
-	if rf.State() == raft.Leader {
-		_, err = a.propose(directory.TypeVolumeCopy, "member:"+a.id.ID, "", p)
-	} else {
-		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/volumes/copy", p, nil)
-	}
-	if err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// handleLocalWhoami authenticates a user's credentials for a service on
-// this node that does not keep users itself.
-func (a *Agent) handleLocalWhoami(w http.ResponseWriter, r *http.Request) {
-	p, err := a.authenticate(r)
-	if err != nil {
-		frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", err.Error())
-		return
-	}
-	frontdoor.WriteJSON(w, http.StatusOK, Principal{User: p.User, Role: p.Role})
 }

@@ -316,6 +316,9 @@ func (d *Directory) applyVMPut(index uint64, env Envelope) func(VMPutPayload) (s
 		if vm.CPUs < 1 || vm.MemoryMiB < 16 {
 			return "", fmt.Errorf("VM %s: at least 1 CPU and 16 MiB of memory: %w", vm.Name, ErrInvalid)
 		}
+		if err := d.checkVM(&vm); err != nil {
+			return "", err
+		}
 		old, exists := d.s.VMs[vm.Name]
 		switch p.Op.Op {
 		case OpCreate:

@@ -154,7 +154,7 @@ func TestJoinTokensNoncesAndReplacement(t *testing.T) {
 
 func TestVMGenerations(t *testing.T) {
 	h := newHarness(t)
-	vm := VM{Name: "web", CPUs: 1, MemoryMiB: 256}
+	vm := VM{Name: "web", CPUs: 1, MemoryMiB: 256, Boot: &VMBoot{Kernel: "testguest/vmlinuz"}}
 	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: vm})
 	vm.CPUs = 2
 	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpUpdate, ExpectedGeneration: 1}, VM: vm})
@@ -258,7 +258,7 @@ func (s *sink) Close() error  { return nil }
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	h.init()
-	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: VM{Name: "db", CPUs: 2, MemoryMiB: 1024, HA: true}})
+	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: VM{Name: "db", CPUs: 2, MemoryMiB: 1024, HA: true, Boot: &VMBoot{Kernel: "k"}}})
 	h.must(TypeSettingsSet, SettingsPayload{Set: map[string]string{"cluster.ip": "10.0.0.100/24"}})
 	h.must(TypeTemplatePut, TemplatePutPayload{Template: Template{Name: "mariadb", App: "mariadb", CPUs: 1, MemoryMiB: 512, DiskGiB: 8}})
 	h.must(TypeAlertPut, AlertPutPayload{Rule: AlertRule{Name: "cpu", Metric: "node.cpu", Op: ">", Threshold: 0.9, Severity: "warning", Enabled: true}})
@@ -327,7 +327,7 @@ func FuzzApply(f *testing.F) {
 		p any
 	}{
 		{TypeLabelSet, LabelPayload{Key: "a", Value: "b"}},
-		{TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: VM{Name: "x", CPUs: 1, MemoryMiB: 64}}},
+		{TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: VM{Name: "x", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "k"}}}},
 		{TypeMemberJoin, MemberJoinPayload{Member: Member{ID: "m", Name: "m", Role: MemberNode}, TokenID: "t", Nonce: "n"}},
 	} {
 		data, _ := Encode(seed.t, Envelope{Time: t0}, seed.p)

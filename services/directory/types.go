@@ -61,27 +61,40 @@ type Inventory struct {
 
 // VM is a virtual machine's definition: what should exist, not what runs.
 type VM struct {
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	CPUs        int       `json:"cpus"`
-	MemoryMiB   int       `json:"memory_mib"`
-	Disks       []VMDisk  `json:"disks,omitempty"`
-	NICs        []VMNIC   `json:"nics,omitempty"`
-	HA          bool      `json:"ha,omitempty"`
-	FT          bool      `json:"ft,omitempty"`
-	Priority    int       `json:"priority,omitempty"`
-	Node        string    `json:"node,omitempty"` // member ID it should run on; empty: placer decides
-	Running     bool      `json:"running,omitempty"`
-	Template    string    `json:"template,omitempty"`
-	Generation  int64     `json:"generation"` // raised on every change
-	Created     time.Time `json:"created"`
-	Updated     time.Time `json:"updated"`
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	CPUs        int      `json:"cpus"`
+	MemoryMiB   int      `json:"memory_mib"`
+	Disks       []VMDisk `json:"disks,omitempty"`
+	NICs        []VMNIC  `json:"nics,omitempty"`
+	HA          bool     `json:"ha,omitempty"`
+	FT          bool     `json:"ft,omitempty"`
+	Priority    int      `json:"priority,omitempty"`
+	Node        string   `json:"node,omitempty"` // member ID it should run on; empty: placer decides
+	Running     bool     `json:"running,omitempty"`
+	Template    string   `json:"template,omitempty"`
+	Boot        *VMBoot  `json:"boot,omitempty"`
+	// StopForce asks for a power-off rather than an ACPI shutdown when
+	// Running goes false.
+	StopForce  bool      `json:"stop_force,omitempty"`
+	Generation int64     `json:"generation"` // raised on every change
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
 }
 
 // VMDisk is one disk of a VM: a replicated volume.
 type VMDisk struct {
 	Volume  string `json:"volume"`
 	SizeGiB int    `json:"size_gib"`
+}
+
+// VMBoot boots a VM from a kernel rather than from its first disk: files
+// in the nodes' guest boot directory (the test guest's are
+// testguest/vmlinuz and testguest/initrd.gz).
+type VMBoot struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
 }
 
 // VMNIC is one network interface of a VM.

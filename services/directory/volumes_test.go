@@ -135,3 +135,36 @@ func TestVolumeInUseIsNotDeleted(t *testing.T) {
 		t.Error("still there")
 	}
 }
+
+func TestVMDefinitionsAreChecked(t *testing.T) {
+	h := volumeHarness(t)
+	h.must(TypeVolumePut, VolumePutPayload{Op: OpCreate, Volume: Volume{Name: "disk2", ID: "v2", SizeBytes: 1 << 20, Primary: "n-a", DataGeneration: 3}})
+	good := VM{Name: "web", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk"}}, NICs: []VMNIC{{Network: "lan", MAC: "52:54:00:AA:BB:CC"}}}
+	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: good})
+	if vm, _ := h.d.VM("web"); vm.NICs[0].MAC != "52:54:00:aa:bb:cc" {
+		t.Errorf("MAC kept as %q, want it normalised", vm.NICs[0].MAC)
+	}
+	for name, tc := range map[string]struct {
+		vm   VM
+		want error
+	}{
+		"no disk, no kernel": {VM{Name: "a", CPUs: 1, MemoryMiB: 64}, ErrInvalid},
+		"missing volume":     {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "nope"}}}, ErrInvalid},
+		"volume of another":  {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk"}}}, ErrConflict},
+		"volume twice":       {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk2"}, {Volume: "disk2"}}}, ErrInvalid},
+		"unknown network":    {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk2"}}, NICs: []VMNIC{{Network: "dmz", MAC: "52:54:00:00:00:01"}}}, ErrInvalid},
+		"multicast MAC":      {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk2"}}, NICs: []VMNIC{{Network: "lan", MAC: "01:00:5e:00:00:01"}}}, ErrInvalid},
+		"no MAC":             {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Disks: []VMDisk{{Volume: "disk2"}}, NICs: []VMNIC{{Network: "lan"}}}, ErrInvalid},
+		"boot path escapes":  {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "../../etc/shadow"}}, ErrInvalid},
+		"boot path absolute": {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "/boot/vmlinuz"}}, ErrInvalid},
+		"zero memory":        {VM{Name: "a", CPUs: 1, Boot: &VMBoot{Kernel: "k"}}, ErrInvalid},
+		"too many CPUs":      {VM{Name: "a", CPUs: 1000, MemoryMiB: 64, Boot: &VMBoot{Kernel: "k"}}, ErrInvalid},
+		"witness as node":    {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "k"}, Node: "n-w"}, ErrInvalid},
+		"running, no node":   {VM{Name: "a", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "k"}, Running: true}, ErrInvalid},
+		"name clash":         {VM{Name: "web", CPUs: 1, MemoryMiB: 64, Boot: &VMBoot{Kernel: "k"}}, ErrExists},
+	} {
+		if err := h.apply(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: tc.vm}); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+}

@@ -126,7 +126,7 @@ func (c *copyState) authorize(h replica.Hello) error {
 }
 
 // follow applies the directory's view of the volume to this copy.
-func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume, view cluster.StorageView) {
+func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume, view cluster.LocalView) {
 	peer, _ := peerOf(view)
 	c.mu.Lock()
 	c.def, c.peer = dv, peer

@@ -63,7 +63,7 @@ type Service struct {
 	disks *diskMonitor
 
 	mu   sync.Mutex
-	view cluster.StorageView
+	view cluster.LocalView
 	vols map[string]*copyState // by volume name
 	ctx  context.Context
 }
@@ -148,7 +148,7 @@ func (s *Service) follow(ctx context.Context) {
 	const wait = 10 * time.Second
 	var after uint64
 	for ctx.Err() == nil {
-		view, err := s.cfg.Cluster.Storage(ctx, after, wait)
+		view, err := s.cfg.Cluster.View(ctx, after, wait)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("cannot read the directory from the cluster agent", "err", err)
@@ -171,7 +171,7 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // reconcile makes this node's copies follow the directory.
-func (s *Service) reconcile(ctx context.Context, view cluster.StorageView) {
+func (s *Service) reconcile(ctx context.Context, view cluster.LocalView) {
 	s.mu.Lock()
 	s.view = view
 	s.mu.Unlock()
@@ -257,7 +257,7 @@ func (s *Service) removeFiles(id string) {
 // removeOrphans removes copies of volumes the directory no longer has,
 // deleted while this service was not running. It runs only on a view
 // known to be current, so a member replaying an old log deletes nothing.
-func (s *Service) removeOrphans(view cluster.StorageView) {
+func (s *Service) removeOrphans(view cluster.LocalView) {
 	known := map[string]bool{}
 	for _, v := range view.Volumes {
 		known[v.ID] = true
@@ -283,7 +283,7 @@ func (s *Service) closeAll() {
 }
 
 // peerOf returns the other node of the cluster.
-func peerOf(view cluster.StorageView) (directory.Member, bool) {
+func peerOf(view cluster.LocalView) (directory.Member, bool) {
 	for _, m := range view.Members {
 		if m.Role == directory.MemberNode && m.ID != view.Self {
 			return m, true

@@ -1,0 +1,305 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
+)
+
+// VM definitions and the wish to run them live in the directory; the VM
+// manager on each node runs what is placed on it. The runtime side
+// (status, consoles, history) is the VM manager's API under /api/v1/vmm/.
+
+// nodeReserveMiB is memory kept for the node itself (Tandem, the page
+// cache the replicas need) when placing VMs.
+const nodeReserveMiB = 1024
+
+// Capacity is what a node has and what its VMs take.
+type Capacity struct {
+	Node        string `json:"node"`
+	Name        string `json:"name"`
+	CPUs        int    `json:"cpus"`
+	MemoryMiB   int64  `json:"memory_mib"`
+	UsedCPUs    int    `json:"used_cpus"`
+	UsedMemMiB  int64  `json:"used_memory_mib"`
+	Maintenance bool   `json:"maintenance,omitempty"`
+}
+
+// FreeMiB is the memory left for VMs.
+func (c Capacity) FreeMiB() int64 { return c.MemoryMiB - nodeReserveMiB - c.UsedMemMiB }
+
+// capacities returns each node's capacity with the running VMs counted,
+// but not the VM named skip.
+func capacities(d *directory.Directory, skip string) []Capacity {
+	var out []Capacity
+	byID := map[string]int{}
+	for _, m := range d.Members() {
+		if m.Role != directory.MemberNode {
+			continue
+		}
+		c := Capacity{Node: m.ID, Name: m.Name}
+		if m.Inventory != nil {
+			c.CPUs, c.MemoryMiB = m.Inventory.CPUs, m.Inventory.MemoryBytes>>20
+		}
+		byID[m.ID] = len(out)
+		out = append(out, c)
+	}
+	for _, vm := range d.VMs() {
+		if i, ok := byID[vm.Node]; ok && vm.Running && vm.Name != skip {
+			out[i].UsedCPUs += vm.CPUs
+			out[i].UsedMemMiB += int64(vm.MemoryMiB)
+		}
+	}
+	return out
+}
+
+// place picks the node for vm: the asked one if it fits, else the node
+// with the most free memory. Memory is not overcommitted; CPUs may be.
+func place(caps []Capacity, vm directory.VM, asked string) (string, error) {
+	fits := func(c Capacity) bool { return c.MemoryMiB == 0 || c.FreeMiB() >= int64(vm.MemoryMiB) }
+	if asked != "" {
+		for _, c := range caps {
+			if c.Node == asked {
+				if !fits(c) {
+					return "", fmt.Errorf("VM %s needs %d MiB; %s has %d MiB free for VMs: %w", vm.Name, vm.MemoryMiB, c.Name, c.FreeMiB(), directory.ErrRefused)
+				}
+				return c.Node, nil
+			}
+		}
+		return "", fieldError("node", fmt.Sprintf("%q is not a node of the cluster", asked))
+	}
+	var ok []Capacity
+	for _, c := range caps {
+		if fits(c) && !c.Maintenance {
+			ok = append(ok, c)
+		}
+	}
+	if len(ok) == 0 {
+		return "", fmt.Errorf("no node has %d MiB free for VM %s: %w", vm.MemoryMiB, vm.Name, directory.ErrRefused)
+	}
+	best := slices.MaxFunc(ok, func(a, b Capacity) int {
+		if a.FreeMiB() != b.FreeMiB() {
+			return int(a.FreeMiB() - b.FreeMiB())
+		}
+		return strings.Compare(b.Name, a.Name) // on a tie, the first by name
+	})
+	return best.Node, nil
+}
+
+// VMRequest is a VM definition as the API takes it.
+type VMRequest struct {
+	Name        string             `json:"name"`
+	Description string             `json:"description,omitempty"`
+	CPUs        int                `json:"cpus"`
+	MemoryMiB   int                `json:"memory_mib"`
+	Disks       []directory.VMDisk `json:"disks,omitempty"`
+	NICs        []directory.VMNIC  `json:"nics,omitempty"`
+	Boot        *directory.VMBoot  `json:"boot,omitempty"`
+	HA          bool               `json:"ha,omitempty"`
+	Priority    int                `json:"priority,omitempty"`
+	// Start, on create: start the VM at once (on Node, or where it fits).
+	Start bool   `json:"start,omitempty"`
+	Node  string `json:"node,omitempty"`
+	// ExpectedGeneration, on update: refuse if the VM changed since.
+	ExpectedGeneration int64 `json:"expected_generation,omitempty"`
+}
+
+func newMAC() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return net.HardwareAddr{0x52, 0x54, 0x00, b[0], b[1], b[2]}.String()
+}
+
+func (req VMRequest) vm() directory.VM {
+	vm := directory.VM{Name: req.Name, Description: req.Description, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
+		Disks: req.Disks, NICs: slices.Clone(req.NICs), Boot: req.Boot, HA: req.HA, Priority: req.Priority}
+	for i := range vm.NICs {
+		if vm.NICs[i].MAC == "" {
+			vm.NICs[i].MAC = newMAC()
+		}
+		if vm.NICs[i].Network == "" {
+			vm.NICs[i].Network = "lan"
+		}
+	}
+	return vm
+}
+
+func (a *Agent) handleVMs(w http.ResponseWriter, r *http.Request) {
+	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().VMs())
+}
+
+func (a *Agent) handleVM(w http.ResponseWriter, r *http.Request) {
+	vm, ok := a.Directory().VM(r.PathValue("name"))
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", r.PathValue("name"), directory.ErrNotFound))
+		return
+	}
+	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
+
+func (a *Agent) handleCreateVM(w http.ResponseWriter, r *http.Request) {
+	var req VMRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	vm := req.vm()
+	if req.Start || req.Node != "" {
+		asked := ""
+		if req.Node != "" {
+			id, err := a.nodeID(req.Node)
+			if err != nil {
+				apiError(w, err)
+				return
+			}
+			asked = id
+		}
+		node, err := place(capacities(a.Directory(), vm.Name), vm, asked)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		vm.Node, vm.Running = node, req.Start
+	}
+	if _, err := a.propose(directory.TypeVMPut, actor(r), clientAddr(r), directory.VMPutPayload{Op: directory.VMOp{Op: directory.OpCreate}, VM: vm}); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(vm.Name)
+	frontdoor.WriteJSON(w, http.StatusCreated, vm)
+}
+
+// handleUpdateVM replaces a VM's definition; where and whether it runs
+// change through start, stop and migrate.
+func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
+	var req VMRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	old, ok := a.Directory().VM(name)
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
+		return
+	}
+	if req.Name != "" && req.Name != name {
+		apiError(w, fieldError("name", "VMs are not renamed"))
+		return
+	}
+	req.Name = name
+	vm := req.vm()
+	vm.Node, vm.Running, vm.Template = old.Node, old.Running, old.Template
+	if err := a.putVM(r, vm, old.Generation, req.ExpectedGeneration); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(name)
+	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
+
+func (a *Agent) putVM(r *http.Request, vm directory.VM, current, expected int64) error {
+	if expected == 0 {
+		expected = current
+	}
+	_, err := a.propose(directory.TypeVMPut, actor(r), clientAddr(r), directory.VMPutPayload{
+		Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: expected}, VM: vm})
+	return err
+}
+
+func (a *Agent) handleDeleteVM(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if vm, ok := a.Directory().VM(name); ok && vm.Running {
+		apiError(w, fmt.Errorf("VM %s is running: stop it first: %w", name, directory.ErrConflict))
+		return
+	}
+	if _, err := a.propose(directory.TypeVMDelete, actor(r), clientAddr(r), directory.NamePayload{Name: name}); err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// StartRequest starts a VM, on a given node or where it fits.
+type StartRequest struct {
+	Node string `json:"node,omitempty"`
+}
+
+func (a *Agent) handleStartVM(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	if r.ContentLength != 0 && !decode(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	vm, ok := a.Directory().VM(name)
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
+		return
+	}
+	asked := vm.Node
+	if req.Node != "" {
+		id, err := a.nodeID(req.Node)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		asked = id
+	}
+	if vm.Running && (req.Node == "" || asked == vm.Node) {
+		frontdoor.WriteJSON(w, http.StatusOK, vm)
+		return
+	}
+	if vm.Running {
+		apiError(w, fmt.Errorf("VM %s runs on another node: migrate it: %w", name, directory.ErrConflict))
+		return
+	}
+	node, err := place(capacities(a.Directory(), vm.Name), vm, asked)
+	if err != nil && req.Node == "" && asked != "" {
+		node, err = place(capacities(a.Directory(), vm.Name), vm, "") // its last node is full: anywhere
+	}
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	vm.Node, vm.Running, vm.StopForce = node, true, false
+	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(name)
+	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
+
+// StopRequest stops a VM: an ACPI shutdown (with the VM manager's
+// timeout, then power-off), or at once with Force.
+type StopRequest struct {
+	Force bool `json:"force,omitempty"`
+}
+
+func (a *Agent) handleStopVM(w http.ResponseWriter, r *http.Request) {
+	var req StopRequest
+	if r.ContentLength != 0 && !decode(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	vm, ok := a.Directory().VM(name)
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
+		return
+	}
+	if !vm.Running && vm.StopForce == req.Force {
+		frontdoor.WriteJSON(w, http.StatusOK, vm)
+		return
+	}
+	vm.Running, vm.StopForce = false, req.Force
+	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(name)
+	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
