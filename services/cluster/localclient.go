@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
 )
 
 // LocalClient is how a service on the node talks to its cluster agent,
@@ -105,4 +106,28 @@ func (l *LocalClient) Whoami(ctx context.Context, authorization string) (Princip
 // the cluster committed it.
 func (l *LocalClient) PrimaryHere(ctx context.Context, p PrimaryHere) error {
 	return l.do(ctx, http.MethodPost, "/local/v1/volumes/primary-here", nil, p, nil)
+}
+
+// RequireUser wraps a handler of a node service that keeps no users of
+// its own: the request's credentials are checked by the cluster agent,
+// and the user must hold at least role.
+func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := l.Whoami(r.Context(), r.Header.Get("Authorization"))
+		if errors.Is(err, ErrUnauthorized) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="Tandem"`)
+			frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", "a user name and password are required")
+			return
+		}
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			frontdoor.WriteError(w, http.StatusServiceUnavailable, "cluster_unavailable", err.Error())
+			return
+		}
+		if !roleAtLeast(p.Role, role) {
+			frontdoor.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("needs the %s role, you are %s", role, p.Role))
+			return
+		}
+		next(w, r)
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"time"
 
@@ -160,4 +162,38 @@ func IdentityFromHeader(h string) (pki.Identity, error) {
 		return pki.Identity{}, fmt.Errorf("no member identity")
 	}
 	return pki.Identity{Role: role, ID: id}, nil
+}
+
+// Forward proxies a request to member id's front door as this member,
+// once: the request is marked forwarded, and a request that already was
+// is answered 503 instead (the target moved meanwhile). A service uses it
+// for a request that reached the wrong node.
+func (d *Dialer) Forward(w http.ResponseWriter, r *http.Request, id, name string, addrs []string) {
+	if by := r.Header.Get(frontdoor.HeaderForwardedBy); by != "" {
+		w.Header().Set("Retry-After", "1")
+		frontdoor.WriteError(w, http.StatusServiceUnavailable, "moving", "what this request is for is moving between nodes; retry")
+		return
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&url.URL{Scheme: "https", Host: id})
+			pr.Out.Header.Del("X-Forwarded-For")
+			pr.Out.Header.Set(frontdoor.HeaderClaim, d.Self.String())
+			pr.Out.Header.Set(frontdoor.HeaderForwardedBy, d.Self.ID)
+			if c := r.Header.Get("X-Forwarded-For"); c != "" {
+				pr.Out.Header.Set(frontdoor.HeaderClient, c)
+			}
+		},
+		Transport: &http.Transport{
+			DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return d.DialMember(ctx, id, addrs)
+			},
+		},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			frontdoor.WriteError(w, http.StatusBadGateway, "node_unreachable", fmt.Sprintf("node %s did not answer: %v", name, err))
+		},
+	}
+	w.Header().Set("X-Tandem-Served-By", id)
+	rp.ServeHTTP(w, r)
 }

@@ -1,16 +1,11 @@
 package storage
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 
-	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
@@ -23,13 +18,14 @@ const headerVolume = "X-Tandem-Volume"
 // Handler serves the storage API and the peer's replication streams.
 func (s *Service) Handler() http.Handler {
 	viewer, operator := directory.RoleViewer, directory.RoleOperator
+	user := s.cfg.Cluster.RequireUser // the users live in the cluster's directory
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/storage/volumes", s.user(viewer, s.handleList))
-	mux.HandleFunc("GET /api/v1/storage/volumes/{name}", s.user(viewer, s.onPrimary(s.handleStatus)))
-	mux.HandleFunc("POST /api/v1/storage/volumes/{name}/verify", s.user(operator, s.onPrimary(s.handleVerify)))
-	mux.HandleFunc("PUT /api/v1/storage/volumes/{name}/image", s.user(operator, s.onPrimary(s.handleImport)))
-	mux.HandleFunc("GET /api/v1/storage/volumes/{name}/image", s.user(operator, s.onPrimary(s.handleExport)))
-	mux.HandleFunc("GET /api/v1/storage/disks", s.user(viewer, s.handleDisks))
+	mux.HandleFunc("GET /api/v1/storage/volumes", user(viewer, s.handleList))
+	mux.HandleFunc("GET /api/v1/storage/volumes/{name}", user(viewer, s.onPrimary(s.handleStatus)))
+	mux.HandleFunc("POST /api/v1/storage/volumes/{name}/verify", user(operator, s.onPrimary(s.handleVerify)))
+	mux.HandleFunc("PUT /api/v1/storage/volumes/{name}/image", user(operator, s.onPrimary(s.handleImport)))
+	mux.HandleFunc("GET /api/v1/storage/volumes/{name}/image", user(operator, s.onPrimary(s.handleExport)))
+	mux.HandleFunc("GET /api/v1/storage/disks", user(viewer, s.handleDisks))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -76,30 +72,6 @@ func (s *Service) serveReplication(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// user requires a user with at least role, authenticated by the cluster
-// agent (the users live in its directory).
-func (s *Service) user(role directory.Role, next http.HandlerFunc) http.HandlerFunc {
-	rank := map[directory.Role]int{directory.RoleViewer: 1, directory.RoleOperator: 2, directory.RoleAdmin: 3}
-	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.cfg.Cluster.Whoami(r.Context(), r.Header.Get("Authorization"))
-		if errors.Is(err, cluster.ErrUnauthorized) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="Tandem"`)
-			frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", "a user name and password are required")
-			return
-		}
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			frontdoor.WriteError(w, http.StatusServiceUnavailable, "cluster_unavailable", err.Error())
-			return
-		}
-		if rank[p.Role] < rank[role] {
-			frontdoor.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("needs the %s role, you are %s", role, p.Role))
-			return
-		}
-		next(w, r)
-	}
-}
-
 // onPrimary runs the handler where the volume is primary: a request that
 // reached the other node is forwarded there, once.
 func (s *Service) onPrimary(next func(http.ResponseWriter, *http.Request, *copyState)) http.HandlerFunc {
@@ -121,40 +93,8 @@ func (s *Service) onPrimary(next func(http.ResponseWriter, *http.Request, *copyS
 			frontdoor.WriteError(w, http.StatusConflict, "no_primary", fmt.Sprintf("volume %s is not primary on this node and its primary is not known here", name))
 			return
 		}
-		if by := r.Header.Get(frontdoor.HeaderForwardedBy); by != "" {
-			w.Header().Set("Retry-After", "1")
-			frontdoor.WriteError(w, http.StatusServiceUnavailable, "primary_moving", "the volume's primary role is moving; retry")
-			return
-		}
-		s.forward(w, r, peer)
+		s.cfg.Dialer.Forward(w, r, peer.ID, peer.Name, peer.Addresses)
 	}
-}
-
-// forward proxies a request to the peer's front door as this member.
-func (s *Service) forward(w http.ResponseWriter, r *http.Request, peer directory.Member) {
-	self := s.selfID()
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(&url.URL{Scheme: "https", Host: peer.ID})
-			pr.Out.Header.Del("X-Forwarded-For")
-			pr.Out.Header.Set(frontdoor.HeaderClaim, s.cfg.Dialer.Self.String())
-			pr.Out.Header.Set(frontdoor.HeaderForwardedBy, self)
-			if c := r.Header.Get("X-Forwarded-For"); c != "" {
-				pr.Out.Header.Set(frontdoor.HeaderClient, c)
-			}
-		},
-		Transport: &http.Transport{
-			DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return s.cfg.Dialer.DialMember(ctx, peer.ID, peer.Addresses)
-			},
-		},
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			frontdoor.WriteError(w, http.StatusBadGateway, "primary_unreachable", fmt.Sprintf("the volume's primary node (%s) did not answer: %v", peer.Name, err))
-		},
-	}
-	w.Header().Set("X-Tandem-Served-By", peer.ID)
-	rp.ServeHTTP(w, r)
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
