@@ -29,11 +29,36 @@ func main() {
 	out := flag.String("out", "images/out", "output directory")
 	cache := flag.String("cache", defaultCache(), "cache for downloads and tools, kept between builds")
 	version := flag.String("version", "dev", "image version string")
+	guestOnly := flag.String("testguest", "", "build only the test guest (vmlinuz, initrd.gz) into this folder")
 	flag.Parse()
-	if err := build(*boardName, *out, *cache, *version); err != nil {
+	var err error
+	if *guestOnly != "" {
+		err = buildTestGuestOnly(*guestOnly, *cache)
+	} else {
+		err = build(*boardName, *out, *cache, *version)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
+}
+
+// buildTestGuestOnly is what VM tests need: the test guest alone.
+func buildTestGuestOnly(out, cache string) error {
+	repo, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	out, _ = filepath.Abs(out)
+	cache, _ = filepath.Abs(cache)
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return err
+	}
+	kroot, err := kernelTree(cache, func(string, ...any) {})
+	if err != nil {
+		return err
+	}
+	return buildTestGuest(repo, kroot, out)
 }
 
 func defaultCache() string {

@@ -73,7 +73,7 @@ func TestFormWriteReadFailover(t *testing.T) {
 	// Nothing removed the address from the dead agent's node: its
 	// lifetime did, within a couple of seconds.
 	waitFor(t, 4*time.Second, "the killed leader's cluster IP to expire", func() bool {
-		out, _ := leader.NS.Command("ip", "-4", "addr", "show", "dev", "mgmt0").Output()
+		out, _ := leader.NS.Command("ip", "-4", "addr", "show", "dev", leader.LAN).Output()
 		return !strings.Contains(string(out), clustertest.ClusterIP+"/")
 	}, func() string { return "" })
 	t.Logf("the killed leader's cluster IP expired %v after the kill", time.Since(killed).Round(100*time.Millisecond))

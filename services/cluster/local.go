@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -169,5 +170,64 @@ func (a *Agent) primaryFor(member string, p PrimaryHere) error {
 	}
 	_, err := a.propose(directory.TypeVolumePrimary, "member:"+member, "", directory.VolumePrimaryPayload{
 		Name: p.Name, Member: member, ExpectedGeneration: p.ExpectedGeneration})
+	return err
+}
+
+// VMStopped records that a VM's guest powered itself off on this node:
+// the VM is no longer wanted running (as if its user had stopped it).
+type VMStopped struct {
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+}
+
+func (a *Agent) handleLocalVMStopped(w http.ResponseWriter, r *http.Request) {
+	var p VMStopped
+	if !decode(w, r, &p) {
+		return
+	}
+	rf := a.r()
+	if rf == nil {
+		apiError(w, ErrNotInCluster)
+		return
+	}
+	var err error
+	if rf.State() == raft.Leader {
+		err = a.vmStoppedBy(a.id.ID, p)
+	} else {
+		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/vms/stopped", p, nil)
+	}
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleMemberVMStopped(w http.ResponseWriter, r *http.Request) {
+	var p VMStopped
+	if !decode(w, r, &p) {
+		return
+	}
+	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+	if err := a.vmStoppedBy(id.ID, p); err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// vmStoppedBy marks a VM stopped if member is where it runs and it has not
+// changed since.
+func (a *Agent) vmStoppedBy(member string, p VMStopped) error {
+	vm, ok := a.Directory().VM(p.Name)
+	if !ok {
+		return fmt.Errorf("VM %s: %w", p.Name, directory.ErrNotFound)
+	}
+	if vm.Node != member || !vm.Running {
+		return nil // moved or stopped meanwhile: nothing to record
+	}
+	vm.Running = false
+	_, err := a.propose(directory.TypeVMPut, "member:"+member, "", directory.VMPutPayload{
+		Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: p.Generation}, VM: vm})
 	return err
 }

@@ -131,3 +131,8 @@ func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) ht
 		next(w, r)
 	}
 }
+
+// VMStopped records that a VM's guest powered itself off here.
+func (l *LocalClient) VMStopped(ctx context.Context, p VMStopped) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/vms/stopped", nil, p, nil)
+}

@@ -1,10 +1,12 @@
 package pki
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -126,5 +128,29 @@ func PinnedTLS(ca *CA) *tls.Config {
 			_, err := ca.VerifyMember(cs.PeerCertificates)
 			return err
 		},
+	}
+}
+
+// WaitIdentity waits until the member has a certificate (it has
+// bootstrapped or joined a cluster) and returns who it is. A node service
+// that talks to other members starts with it.
+func WaitIdentity(ctx context.Context, live *Live, log *slog.Logger) (Identity, error) {
+	logged := false
+	for {
+		live.Refresh()
+		if cert, _, err := live.Current(); err == nil && cert != nil && cert.Leaf != nil {
+			if id, err := IdentityOf(cert.Leaf); err == nil {
+				return id, nil
+			}
+		}
+		if !logged {
+			log.Info("waiting for this node to join a cluster")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return Identity{}, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 }

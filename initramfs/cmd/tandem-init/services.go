@@ -49,6 +49,15 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 			After:    []string{"cluster"},
 			Critical: true,
 		},
+		{
+			// One QEMU per VM this node runs; the QEMUs outlive a restart
+			// of the manager.
+			Name:     "vmm",
+			Path:     bin + "tandem-vmm",
+			Args:     []string{"-state", dataDir + "/vmm", "-cluster", clusterSocket, "-bridge", netconf.ManagementBridge},
+			After:    []string{"storage"},
+			Critical: true,
+		},
 	}
 	if s.On(settings.KeyConsoleShell) && b.Console.Device != "" {
 		table = append(table, supervisor.Service{

@@ -21,6 +21,7 @@ import (
 	clustercmd "github.com/tandemhci/tandem/services/cmd/tandem-cluster"
 	frontdoorcmd "github.com/tandemhci/tandem/services/cmd/tandem-frontdoor"
 	storagecmd "github.com/tandemhci/tandem/services/cmd/tandem-storage"
+	vmmcmd "github.com/tandemhci/tandem/services/cmd/tandem-vmm"
 	witnesscmd "github.com/tandemhci/tandem/services/cmd/tandem-witness"
 )
 
@@ -32,6 +33,7 @@ func commands() map[string]func(args []string) int {
 		"tandem-cluster":   clustercmd.Main,
 		"tandem-witness":   witnesscmd.Main,
 		"tandem-storage":   storagecmd.Main,
+		"tandem-vmm":       vmmcmd.Main,
 		"supervisorctl":    supervisorctl.Main,
 	}
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/nstest"
+	"github.com/tandemhci/tandem/services/nstest/netns"
 )
 
 // Addresses of the test network.
@@ -41,8 +42,10 @@ const (
 type Options struct {
 	Heartbeat time.Duration // raft heartbeat timeout; 0: the default
 	Lease     time.Duration
-	Firewall  bool // allow only TCP 443 (and the ICMPv6 IPv6 needs) into every host
-	Storage   bool // run the storage service on the nodes
+	Firewall  bool   // allow only TCP 443 (and the ICMPv6 IPv6 needs) into every host
+	Storage   bool   // run the storage service on the nodes
+	VMs       bool   // run the VM manager on the nodes (needs Storage)
+	BootDir   string // where the VM manager finds guest kernels
 }
 
 // Cluster is the test cluster.
@@ -68,6 +71,7 @@ type Member struct {
 	NS   *nstest.NS
 	Dir  string
 	IP   string
+	LAN  string // the device with the member's address (and the cluster IP)
 	c    *Cluster
 
 	mu    sync.Mutex
@@ -115,14 +119,24 @@ func New(tb testing.TB, opts Options) *Cluster {
 	c.Switch = nstest.New(tb, "sw")
 	c.Switch.Run("ip", "link", "add", "br0", "type", "bridge")
 	c.Switch.Run("ip", "link", "set", "br0", "up")
-	attach := func(ns *nstest.NS, port, ip string) {
+	attach := func(ns *nstest.NS, port, ip, lan string) {
 		nstest.Veth(tb, ns, "mgmt0", c.Switch, port)
 		c.Switch.Run("ip", "link", "set", port, "master", "br0")
-		ns.Run("ip", "addr", "add", ip+"/24", "dev", "mgmt0")
+		if lan != "mgmt0" {
+			// A node's LAN is a bridge with its uplink as a port, as on the
+			// image: VMs' taps join it and share the segment.
+			ns.Run("ip", "link", "add", lan, "type", "bridge")
+			ns.Run("ip", "link", "set", "mgmt0", "master", lan)
+			ns.Run("ip", "link", "set", lan, "up")
+		}
+		ns.Run("ip", "addr", "add", ip+"/24", "dev", lan)
 	}
 	mk := func(name, role, ip string) *Member {
-		m := &Member{Name: name, Role: role, NS: nstest.New(tb, name), Dir: tb.TempDir(), IP: ip, c: c}
-		attach(m.NS, "p-"+name, ip)
+		m := &Member{Name: name, Role: role, NS: nstest.New(tb, name), Dir: tb.TempDir(), IP: ip, c: c, LAN: "mgmt0"}
+		if role == "node" {
+			m.LAN = "br-mgmt"
+		}
+		attach(m.NS, "p-"+name, ip, m.LAN)
 		tb.Cleanup(func() {
 			m.Kill()
 			// TANDEM_TEST_LOGS=dir keeps every member's log after the test.
@@ -138,7 +152,7 @@ func New(tb testing.TB, opts Options) *Cluster {
 	c.W = mk("witness", "witness", Subnet+"13")
 	nstest.Veth(tb, c.A.NS, "ic0", c.B.NS, "ic0")
 	c.ClientNS = nstest.New(tb, "client")
-	attach(c.ClientNS, "p-client", ClientIP)
+	attach(c.ClientNS, "p-client", ClientIP, "mgmt0")
 	if opts.Firewall {
 		for _, m := range c.Members() {
 			m.NS.Run("nft", "-f", "-", firewallRules)
@@ -186,12 +200,15 @@ func (m *Member) Start() {
 	if m.Role == "node" {
 		cmds = [][]string{
 			{"tandem-frontdoor", "-listen", ":443", "-state", m.Dir + "/frontdoor", "-member-tls", m.Dir + "/cluster/tls",
-				"-supervisor", m.Dir + "/no-supervisor.sock", "-cluster", m.Dir + "/cluster.sock", "-storage", m.Dir + "/storage.sock"},
+				"-supervisor", m.Dir + "/no-supervisor.sock", "-cluster", m.Dir + "/cluster.sock", "-storage", m.Dir + "/storage.sock", "-vmm", m.Dir + "/vmm.sock"},
 			append([]string{"tandem-cluster", "-data", m.Dir + "/cluster", "-socket", m.Dir + "/cluster.sock", "-name", m.Name,
-				"-mgmt", "mgmt0", "-interconnect", "ic0", "-console", "", "-supervisor", m.Dir + "/no-supervisor.sock"}, timing...),
+				"-mgmt", m.LAN, "-interconnect", "ic0", "-console", "", "-supervisor", m.Dir + "/no-supervisor.sock"}, timing...),
 		}
 		if c.opts.Storage {
 			cmds = append(cmds, m.storageArgs())
+		}
+		if c.opts.VMs {
+			cmds = append(cmds, m.vmmArgs())
 		}
 	} else {
 		cmds = [][]string{append([]string{"tandem-witness", "-listen", ":443", "-data", m.Dir + "/witness", "-name", m.Name,
@@ -212,6 +229,17 @@ func (m *Member) storageArgs() []string {
 		"-cluster", m.Dir + "/cluster.sock", "-member-tls", m.Dir + "/cluster/tls", "-fence-timeout", "5s"}
 }
 
+// vmmArgs runs the VM manager with its files in the member's folder and
+// the test guest's boot files from BootDir.
+func (m *Member) vmmArgs() []string {
+	return []string{"tandem-vmm", "-run", m.Dir + "/vms", "-state", m.Dir + "/vmm", "-boot", m.c.opts.BootDir, "-nbd", m.NBDSocket(),
+		"-bridge", m.LAN, "-socket", m.Dir + "/vmm.sock", "-cluster", m.Dir + "/cluster.sock", "-member-tls", m.Dir + "/cluster/tls",
+		"-shutdown-timeout", "10s"}
+}
+
+// StartVMM starts the member's VM manager again (after KillProcess).
+func (m *Member) StartVMM() { m.startNamed(m.vmmArgs()) }
+
 // NBDSocket is where the member's storage service serves its volumes.
 func (m *Member) NBDSocket() string { return m.Dir + "/nbd.sock" }
 
@@ -231,7 +259,9 @@ func (m *Member) startLocked(logf *os.File, args []string) {
 
 // StartStorage starts the member's storage service again (after
 // KillProcess).
-func (m *Member) StartStorage() {
+func (m *Member) StartStorage() { m.startNamed(m.storageArgs()) }
+
+func (m *Member) startNamed(args []string) {
 	logf, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		m.c.tb.Fatal(err)
@@ -239,7 +269,7 @@ func (m *Member) StartStorage() {
 	defer logf.Close()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.startLocked(logf, m.storageArgs())
+	m.startLocked(logf, args)
 }
 
 // Kill ends every process of the member at once (kill -9).
@@ -250,6 +280,11 @@ func (m *Member) Kill() {
 	m.mu.Unlock()
 	for _, p := range procs {
 		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+	}
+	// And whatever else runs on the machine: VMs' QEMUs live in sessions
+	// of their own.
+	for _, pid := range netns.PIDs(m.NS.Name) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	for _, p := range procs {
 		_ = p.Wait()
@@ -283,7 +318,7 @@ func (m *Member) KillProcess(name string) {
 func (m *Member) PowerOff() {
 	m.Kill()
 	m.LinksDown()
-	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", "mgmt0").Run()
+	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", m.LAN).Run()
 }
 
 // PowerOn brings the links back and starts the processes.
@@ -317,7 +352,7 @@ func (m *Member) links() []string {
 // the machine restarted).
 func (m *Member) Wipe() {
 	m.Kill()
-	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", "mgmt0").Run()
+	_ = m.NS.Command("ip", "addr", "del", ClusterIP+"/24", "dev", m.LAN).Run()
 	entries, _ := os.ReadDir(m.Dir)
 	for _, e := range entries {
 		if e.Name() != "log" {

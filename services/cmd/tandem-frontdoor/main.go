@@ -25,6 +25,7 @@ func Main(args []string) int {
 	supervisor := fs.String("supervisor", statusapi.Socket, "the supervisor's status API socket")
 	cluster := fs.String("cluster", "/run/tandem/cluster.sock", "the cluster agent's socket")
 	storageSocket := fs.String("storage", "/run/tandem/storage.sock", "the storage service's socket")
+	vmmSocket := fs.String("vmm", "/run/tandem/vmm.sock", "the VM manager's socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,6 +41,7 @@ func Main(args []string) int {
 	}
 	clusterAgent := frontdoor.UnixBackend(*cluster, log)
 	storage := frontdoor.UnixBackend(*storageSocket, log)
+	vms := frontdoor.UnixBackend(*vmmSocket, log)
 	fd, err := frontdoor.New(frontdoor.Config{
 		Listen: *listen, TLS: src, Logger: log, Auditor: clusterAgent,
 		// First match wins.
@@ -48,6 +50,7 @@ func Main(args []string) int {
 			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: clusterAgent},
 			{Name: "replication", Upgrade: frontdoor.UpgradeReplication, Member: true, Backend: storage},
 			{Name: "storage", Prefix: "/api/v1/storage/", Backend: storage},
+			{Name: "vmm", Prefix: "/api/v1/vmm/", Backend: vms},
 			{Name: "api", Prefix: "/api/v1/", Backend: clusterAgent},
 		},
 	})

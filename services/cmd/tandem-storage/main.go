@@ -41,7 +41,7 @@ func Main(args []string) int {
 	live := pki.NewLive(files)
 	// The member identity comes from the certificate the agent wrote at
 	// bootstrap or join; until then there is nothing to replicate.
-	self, err := waitIdentity(ctx, live, log)
+	self, err := pki.WaitIdentity(ctx, live, log)
 	if err != nil {
 		return 0
 	}
@@ -59,26 +59,4 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// waitIdentity waits until the node has a member certificate.
-func waitIdentity(ctx context.Context, live *pki.Live, log *slog.Logger) (pki.Identity, error) {
-	logged := false
-	for {
-		live.Refresh()
-		if cert, _, err := live.Current(); err == nil && cert != nil && cert.Leaf != nil {
-			if id, err := pki.IdentityOf(cert.Leaf); err == nil {
-				return id, nil
-			}
-		}
-		if !logged {
-			log.Info("waiting for this node to join a cluster")
-			logged = true
-		}
-		select {
-		case <-ctx.Done():
-			return pki.Identity{}, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-	}
 }

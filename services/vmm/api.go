@@ -1,0 +1,205 @@
+package vmm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
+)
+
+// VMStatus is a VM's state on this node.
+type VMStatus struct {
+	Name       string    `json:"name"`
+	Node       string    `json:"node"`
+	State      string    `json:"state"` // QEMU's run state, or stopped
+	PID        int       `json:"pid,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Generation int64     `json:"generation,omitempty"` // of the definition it runs
+	Accel      string    `json:"accel,omitempty"`
+	Problem    string    `json:"problem,omitempty"`
+}
+
+// Handler serves the VM manager's API: the runtime side of the VMs this
+// node runs (the definitions are the cluster agent's /api/v1/vms).
+func (m *Manager) Handler() http.Handler {
+	viewer, operator := directory.RoleViewer, directory.RoleOperator
+	user := m.cfg.Cluster.RequireUser // the users live in the cluster's directory
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/vmm/vms", user(viewer, m.handleList))
+	mux.HandleFunc("GET /api/v1/vmm/vms/{name}", user(viewer, m.onNode(m.handleStatus)))
+	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/history", user(viewer, m.onNode(m.handleHistory)))
+	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/serial.log", user(viewer, m.onNode(m.handleSerialLog)))
+	mux.HandleFunc("POST /api/v1/vmm/vms/{name}/reset", user(operator, m.onNode(m.handleReset)))
+	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/console/{kind}", user(operator, m.onNode(m.handleConsole)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// onNode runs the handler on the node the directory places the VM on: a
+// request that reached the other node is forwarded there, once.
+func (m *Manager) onNode(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		m.mu.Lock()
+		view := m.view
+		m.mu.Unlock()
+		vm, ok := findVM(view.VMs, name)
+		if !ok {
+			frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no VM %q", name))
+			return
+		}
+		if vm.Node == "" || vm.Node == view.Self || m.instance(name) != nil {
+			next(w, r)
+			return
+		}
+		for _, mem := range view.Members {
+			if mem.ID == vm.Node {
+				m.cfg.Dialer.Forward(w, r, mem.ID, mem.Name, mem.Addresses)
+				return
+			}
+		}
+		frontdoor.WriteError(w, http.StatusConflict, "no_node", fmt.Sprintf("VM %s is placed on %s, which is not a member", name, vm.Node))
+	}
+}
+
+func (m *Manager) status(name string) VMStatus {
+	m.mu.Lock()
+	self := m.view.Self
+	problem := m.problems[name]
+	m.mu.Unlock()
+	st := VMStatus{Name: name, Node: self, State: "stopped", Problem: problem}
+	if in := m.instance(name); in != nil {
+		status, _, _ := in.state()
+		st.State, st.PID, st.Started, st.Generation = status, in.pid, in.started, in.def.Generation
+		st.Accel = m.acc.Get(context.Background()).Name()
+	}
+	return st
+}
+
+func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	var names []string
+	for _, vm := range m.view.VMs {
+		if vm.Node == m.view.Self || m.vms[vm.Name] != nil {
+			names = append(names, vm.Name)
+		}
+	}
+	m.mu.Unlock()
+	out := []VMStatus{}
+	for _, n := range names {
+		out = append(out, m.status(n))
+	}
+	frontdoor.WriteJSON(w, http.StatusOK, out)
+}
+
+func (m *Manager) handleStatus(w http.ResponseWriter, r *http.Request) {
+	frontdoor.WriteJSON(w, http.StatusOK, m.status(r.PathValue("name")))
+}
+
+func (m *Manager) handleHistory(w http.ResponseWriter, r *http.Request) {
+	frontdoor.WriteJSON(w, http.StatusOK, m.history.events(r.PathValue("name")))
+}
+
+func (m *Manager) handleSerialLog(w http.ResponseWriter, r *http.Request) {
+	in := m.instance(r.PathValue("name"))
+	if in == nil {
+		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+		return
+	}
+	f, err := os.Open(in.p.serialLog())
+	if err != nil {
+		frontdoor.WriteError(w, http.StatusNotFound, "no_log", err.Error())
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.Copy(w, f)
+}
+
+func (m *Manager) handleReset(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	in := m.instance(name)
+	if in == nil {
+		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+		return
+	}
+	if err := in.raw.SystemReset(); err != nil {
+		frontdoor.WriteError(w, http.StatusBadGateway, "qmp", "QEMU refused the reset: "+err.Error())
+		return
+	}
+	m.history.add(name, "reset", "hard reset by "+r.Header.Get(frontdoor.HeaderClient))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize: 64 << 10, WriteBufferSize: 64 << 10,
+	Subprotocols: []string{"binary"}, // noVNC asks for it
+	// The front door is the origin of every page of the console; a page
+	// elsewhere cannot carry the user's credentials here.
+	CheckOrigin: func(r *http.Request) bool { return true },
+}
+
+// handleConsole bridges a websocket to the VM's serial port ("serial") or
+// its VNC server ("vnc"), both Unix sockets only this node can reach.
+func (m *Manager) handleConsole(w http.ResponseWriter, r *http.Request) {
+	in := m.instance(r.PathValue("name"))
+	if in == nil {
+		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+		return
+	}
+	var sock string
+	switch r.PathValue("kind") {
+	case "serial":
+		sock = in.p.serial()
+	case "vnc":
+		sock = in.p.vnc()
+	default:
+		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "consoles are serial and vnc")
+		return
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		frontdoor.WriteError(w, http.StatusBadGateway, "console", err.Error())
+		return
+	}
+	defer c.Close()
+	ws, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if ws.WriteMessage(websocket.BinaryMessage, buf[:n]) != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		ws.Close()
+	}()
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(msg); err != nil {
+			return
+		}
+	}
+}

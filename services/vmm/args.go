@@ -1,0 +1,78 @@
+package vmm
+
+import (
+	"fmt"
+	"hash/crc32"
+	"path/filepath"
+	"strings"
+
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/qemu"
+)
+
+// paths are where one VM's QEMU keeps its sockets and files.
+type paths struct {
+	dir string // RunDir/<vm>
+}
+
+func (p paths) qmp() string       { return filepath.Join(p.dir, "qmp.sock") }
+func (p paths) serial() string    { return filepath.Join(p.dir, "serial.sock") }
+func (p paths) serialLog() string { return filepath.Join(p.dir, "serial.log") }
+func (p paths) vnc() string       { return filepath.Join(p.dir, "vnc.sock") }
+func (p paths) pidfile() string   { return filepath.Join(p.dir, "qemu.pid") }
+func (p paths) def() string       { return filepath.Join(p.dir, "vm.json") }
+
+// tapName is the name of a VM NIC's tap: at most 15 bytes, the same for
+// the same VM and NIC on either node.
+func tapName(vm string, nic int) string {
+	return fmt.Sprintf("tv%08x%d", crc32.ChecksumIEEE([]byte(vm)), nic)
+}
+
+// qemuOptionValue escapes a value for QEMU's option syntax (a comma is
+// written twice).
+func qemuOptionValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// qemuArgs is the command line of a VM's QEMU. Disks are the VM's
+// volumes from the storage service's NBD socket; NICs are taps the
+// manager puts on the LAN bridge; QEMU daemonizes, so it outlives a
+// restart of the manager, and is driven over QMP.
+func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir string) []string {
+	args := []string{
+		"-name", qemuOptionValue(vm.Name) + ",process=tandem-vm-" + qemuOptionValue(vm.Name),
+		"-machine", "q35",
+		"-m", fmt.Sprintf("%d", vm.MemoryMiB),
+		"-smp", fmt.Sprintf("%d", vm.CPUs),
+		"-nodefaults", "-no-user-config",
+		"-display", "none",
+		"-vga", "std",
+		"-vnc", "unix:" + qemuOptionValue(p.vnc()),
+		"-chardev", "socket,id=qmp,path=" + qemuOptionValue(p.qmp()) + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-chardev", "socket,id=serial0,path=" + qemuOptionValue(p.serial()) + ",server=on,wait=off,logfile=" + qemuOptionValue(p.serialLog()),
+		"-serial", "chardev:serial0",
+		"-device", "virtio-rng-pci",
+		"-pidfile", p.pidfile(),
+		"-daemonize",
+	}
+	args = append(args, acc.Args()...)
+	for i, d := range vm.Disks {
+		id := fmt.Sprintf("disk%d", i)
+		args = append(args,
+			"-drive", fmt.Sprintf("driver=raw,if=none,id=%s,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,cache.direct=off,discard=unmap",
+				id, qemuOptionValue(nbdSocket), qemuOptionValue(d.Volume)),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bootindex=%d", id, i, i+1))
+	}
+	for i, n := range vm.NICs {
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, tapName(vm.Name, i)),
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d", i, n.MAC, i))
+	}
+	if b := vm.Boot; b != nil {
+		args = append(args, "-kernel", filepath.Join(bootDir, b.Kernel))
+		if b.Initrd != "" {
+			args = append(args, "-initrd", filepath.Join(bootDir, b.Initrd))
+		}
+		args = append(args, "-append", "console=ttyS0 "+b.Cmdline)
+	}
+	return args
+}

@@ -1,0 +1,450 @@
+// Package vmm is the node's VM manager: one QEMU per VM, driven over QMP,
+// made to match what the cluster's directory wants on this node. Disks
+// are replicated volumes from the storage service's NBD socket; NICs are
+// taps on the LAN bridge. QEMU runs in a session of its own and is found
+// again through its run folder, so restarting the manager never touches
+// a running guest.
+package vmm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandemhci/tandem/services/cluster"
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/memberconn"
+	"github.com/tandemhci/tandem/services/nbd"
+	"github.com/tandemhci/tandem/services/qemu"
+)
+
+// Config wires the manager into the node.
+type Config struct {
+	// RunDir holds one folder per running VM: QMP, serial and VNC
+	// sockets, the pid file, the definition it runs.
+	RunDir string
+	// StateDir keeps each VM's event history across restarts.
+	StateDir string
+	// BootDir holds kernels for VMs that boot one.
+	BootDir string
+	// NBDSocket is the storage service's, where the VMs' volumes are.
+	NBDSocket string
+	// Bridge is the LAN bridge VM NICs join.
+	Bridge string
+	// QEMU is the system emulator.
+	QEMU string
+	// Socket serves the API behind the front door.
+	Socket  string
+	Cluster *cluster.LocalClient
+	// Dialer forwards a request to the node running the VM.
+	Dialer *memberconn.Dialer
+	// ShutdownTimeout is how long a guest has to power off after the ACPI
+	// button before it is powered off (default 60 s).
+	ShutdownTimeout time.Duration
+	// RestartLimit crashes within RestartWindow stop the automatic
+	// restarts of a VM (defaults 3 in 10 minutes).
+	RestartLimit  int
+	RestartWindow time.Duration
+	Logger        *slog.Logger
+}
+
+// Manager is the VM manager.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	acc qemu.Prober
+
+	mu       sync.Mutex
+	view     cluster.LocalView
+	vms      map[string]*instance
+	crashes  map[string][]time.Time
+	problems map[string]string // why a wanted VM is not running
+	history  *history
+	kick     chan struct{}
+}
+
+// New checks the configuration.
+func New(cfg Config) (*Manager, error) {
+	if cfg.RunDir == "" || cfg.StateDir == "" || cfg.NBDSocket == "" || cfg.Socket == "" || cfg.Cluster == nil || cfg.Dialer == nil {
+		return nil, errors.New("vmm: RunDir, StateDir, NBDSocket, Socket, Cluster and Dialer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.QEMU == "" {
+		cfg.QEMU = qemu.System
+	}
+	if cfg.Bridge == "" {
+		cfg.Bridge = "br-mgmt"
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 60 * time.Second
+	}
+	if cfg.RestartLimit == 0 {
+		cfg.RestartLimit = 3
+	}
+	if cfg.RestartWindow == 0 {
+		cfg.RestartWindow = 10 * time.Minute
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*instance{}, crashes: map[string][]time.Time{},
+		problems: map[string]string{}, history: newHistory(filepath.Join(cfg.StateDir, "history")), kick: make(chan struct{}, 1)}, nil
+}
+
+// Run adopts the QEMUs already running, then reconciles until ctx ends.
+// Guests keep running when it returns.
+func (m *Manager) Run(ctx context.Context) error {
+	for _, d := range []string{m.cfg.RunDir, m.cfg.StateDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("vmm: %w", err)
+		}
+	}
+	m.adoptAll()
+	l, err := listenUnix(m.cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		go func() {
+			<-gctx.Done()
+			c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(c)
+		}()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("vmm API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { m.follow(gctx); return nil })
+	err = g.Wait()
+	m.mu.Lock()
+	for _, in := range m.vms {
+		in.mon.Disconnect() // the guests run on
+	}
+	m.mu.Unlock()
+	return err
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("vmm: %w", err)
+	}
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("vmm: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (m *Manager) vmDir(name string) string { return filepath.Join(m.cfg.RunDir, name) }
+
+// adoptAll finds the QEMUs an earlier run of the manager started.
+func (m *Manager) adoptAll() {
+	entries, _ := os.ReadDir(m.cfg.RunDir)
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		p := paths{dir: m.vmDir(e.Name())}
+		in, err := m.attach(e.Name(), p)
+		if err != nil {
+			m.log.Info("no QEMU to adopt", "vm", e.Name(), "err", err)
+			os.RemoveAll(p.dir)
+			continue
+		}
+		if b, err := os.ReadFile(p.def()); err == nil {
+			_ = json.Unmarshal(b, &in.def)
+		}
+		in.started = time.Now()
+		if st, err := os.Stat(p.pidfile()); err == nil {
+			in.started = st.ModTime()
+		}
+		m.mu.Lock()
+		m.vms[in.name] = in
+		m.mu.Unlock()
+		m.watch(in)
+		m.log.Info("adopted a running VM", "vm", in.name, "pid", in.pid, "status", in.status)
+		m.history.add(in.name, "adopted", fmt.Sprintf("QEMU %d found running after the VM manager restarted", in.pid))
+	}
+}
+
+// watch reconciles again as soon as the instance's QEMU goes away.
+func (m *Manager) watch(in *instance) {
+	go func() {
+		<-in.done
+		m.poke()
+	}()
+}
+
+func (m *Manager) poke() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// follow long-polls the directory and reconciles on every change, when a
+// QEMU exits, and every few seconds.
+func (m *Manager) follow(ctx context.Context) {
+	views := make(chan cluster.LocalView)
+	go func() {
+		var after uint64
+		for ctx.Err() == nil {
+			v, err := m.cfg.Cluster.View(ctx, after, 10*time.Second)
+			if err != nil {
+				if ctx.Err() == nil {
+					m.log.Warn("cannot read the directory from the cluster agent", "err", err)
+					time.Sleep(time.Second)
+				}
+				continue
+			}
+			after = v.Index
+			select {
+			case views <- v:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v := <-views:
+			m.mu.Lock()
+			m.view = v
+			m.mu.Unlock()
+		case <-m.kick:
+		case <-tick.C:
+		}
+		m.reconcile(ctx)
+	}
+}
+
+// reconcile starts what should run here and stops what should not.
+func (m *Manager) reconcile(ctx context.Context) {
+	m.mu.Lock()
+	view := m.view
+	m.mu.Unlock()
+	if !view.InCluster || view.Self == "" {
+		return
+	}
+	want := map[string]directory.VM{}
+	for _, vm := range view.VMs {
+		if vm.Running && vm.Node == view.Self {
+			want[vm.Name] = vm
+		}
+	}
+	// QEMUs that went away.
+	for _, name := range m.names() {
+		in := m.instance(name)
+		if in == nil || !in.gone() {
+			continue
+		}
+		m.mu.Lock()
+		delete(m.vms, name)
+		m.mu.Unlock()
+		in.mon.Disconnect()
+		os.RemoveAll(in.p.dir)
+		_, guestOff, stopping := in.state()
+		switch {
+		case stopping:
+		case guestOff:
+			m.history.add(name, "guest-poweroff", "the guest powered itself off")
+			if vm, ok := want[name]; ok {
+				// The guest's own shutdown is the user's wish: record it.
+				if err := m.cfg.Cluster.VMStopped(ctx, cluster.VMStopped{Name: name, Generation: vm.Generation}); err != nil {
+					m.log.Warn("could not record the guest's shutdown", "vm", name, "err", err)
+				}
+				delete(want, name)
+			}
+		default:
+			m.history.add(name, "crashed", "QEMU exited without being asked to")
+			m.log.Warn("QEMU exited unexpectedly", "vm", name, "pid", in.pid)
+			m.noteCrash(name)
+		}
+	}
+	// Stop what should not run here.
+	for _, name := range m.names() {
+		if _, ok := want[name]; ok {
+			continue
+		}
+		in := m.instance(name)
+		force := false
+		if vm, ok := findVM(view.VMs, name); ok {
+			force = vm.StopForce || (vm.Running && vm.Node != view.Self) // it must go elsewhere: no waiting on the guest
+		} else {
+			force = true
+		}
+		go m.stopInstance(in, force)
+	}
+	// Start what should.
+	if !view.Current {
+		return // a node behind the cluster does not act on old wishes
+	}
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return want[b].Priority - want[a].Priority }) // higher first
+	for _, name := range names {
+		if m.instance(name) != nil {
+			continue
+		}
+		if why := m.restartBlocked(name); why != "" {
+			m.setProblem(name, why)
+			continue
+		}
+		vm := want[name]
+		if err := m.start(ctx, vm); err != nil {
+			m.setProblem(name, err.Error())
+			m.history.add(name, "start-failed", err.Error())
+			m.log.Error("cannot start VM", "vm", name, "err", err)
+			m.noteCrash(name)
+			continue
+		}
+		m.setProblem(name, "")
+	}
+}
+
+func findVM(vms []directory.VM, name string) (directory.VM, bool) {
+	for _, vm := range vms {
+		if vm.Name == name {
+			return vm, true
+		}
+	}
+	return directory.VM{}, false
+}
+
+func (m *Manager) names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.vms {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (m *Manager) instance(name string) *instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.vms[name]
+}
+
+func (m *Manager) setProblem(name, p string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p == "" {
+		delete(m.problems, name)
+	} else {
+		m.problems[name] = p
+	}
+}
+
+func (m *Manager) noteCrash(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crashes[name] = append(m.crashes[name], time.Now())
+}
+
+// restartBlocked says why a VM that failed too often is not started again.
+func (m *Manager) restartBlocked(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var recent []time.Time
+	for _, t := range m.crashes[name] {
+		if time.Since(t) < m.cfg.RestartWindow {
+			recent = append(recent, t)
+		}
+	}
+	m.crashes[name] = recent
+	if len(recent) >= m.cfg.RestartLimit {
+		return fmt.Sprintf("failed %d times in %v: not restarted until it is stopped and started again", len(recent), m.cfg.RestartWindow)
+	}
+	return ""
+}
+
+// start makes the VM's volumes primary here, waits until the storage
+// service serves them, and starts QEMU.
+func (m *Manager) start(ctx context.Context, vm directory.VM) error {
+	for _, d := range vm.Disks {
+		if err := m.cfg.Cluster.PrimaryHere(ctx, cluster.PrimaryHere{Name: d.Volume}); err != nil {
+			return fmt.Errorf("disk %s: %w", d.Volume, err)
+		}
+	}
+	if err := m.waitExports(ctx, vm); err != nil {
+		return err
+	}
+	in, err := m.startQEMU(ctx, vm)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.vms[vm.Name] = in
+	m.mu.Unlock()
+	m.watch(in)
+	m.history.add(vm.Name, "started", fmt.Sprintf("QEMU %d (%d CPUs, %d MiB, %s)", in.pid, vm.CPUs, vm.MemoryMiB, m.acc.Get(ctx).Name()))
+	m.log.Info("VM started", "vm", vm.Name, "pid", in.pid)
+	return nil
+}
+
+// waitExports waits until the storage service exports every disk here.
+func (m *Manager) waitExports(ctx context.Context, vm directory.VM) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		names, err := nbd.ListExports(ctx, "unix", m.cfg.NBDSocket)
+		missing := ""
+		for _, d := range vm.Disks {
+			if !slices.Contains(names, d.Volume) {
+				missing = d.Volume
+				break
+			}
+		}
+		if err == nil && missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("the storage service does not answer: %w", err)
+			}
+			return fmt.Errorf("disk %s is not served on this node (is its copy primary here?)", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (m *Manager) stopInstance(in *instance, force bool) {
+	if !in.beginStop() {
+		return
+	}
+	how := in.stop(force, m.cfg.ShutdownTimeout)
+	m.history.add(in.name, "stopped", how)
+	m.log.Info("VM stopped", "vm", in.name, "how", how)
+	m.poke()
+}

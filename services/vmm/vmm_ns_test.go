@@ -1,0 +1,272 @@
+package vmm_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tandemhci/tandem/services/cluster/clustertest"
+	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/nstest"
+	"github.com/tandemhci/tandem/services/vmm"
+)
+
+// The VM tests run the real thing in namespaces: both nodes' cluster
+// agent, front door, storage service and VM manager, the witness, and
+// QEMU running the test guest (images/testguest) from a replicated volume.
+
+const guestIP = clustertest.Subnet + "200"
+
+var (
+	guestOnce sync.Once
+	guestDir  string
+	guestErr  error
+)
+
+// testGuest builds the test guest once per test binary.
+func testGuest(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (make deps)")
+	}
+	guestOnce.Do(func() {
+		root, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			guestErr = err
+			return
+		}
+		guestDir, guestErr = os.MkdirTemp("", "testguest-")
+		if guestErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "run", "./images/mkimage", "-testguest", guestDir)
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			guestErr = fmt.Errorf("build the test guest: %v\n%s", err, out)
+		}
+	})
+	if guestErr != nil {
+		t.Fatal(guestErr)
+	}
+	return guestDir
+}
+
+type env struct {
+	t *testing.T
+	c *clustertest.Cluster
+}
+
+func newEnv(t *testing.T) *env {
+	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t)})
+	c.Form()
+	c.WaitHealthy(30 * time.Second)
+	return &env{t: t, c: c}
+}
+
+func (e *env) do(method, path string, in, out any) error {
+	_, err := e.c.DoRetry(context.Background(), e.c.ClientNS, method, clustertest.ClusterIP, path, in, out)
+	return err
+}
+
+func (e *env) must(method, path string, in, out any) {
+	e.t.Helper()
+	if err := e.do(method, path, in, out); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// counterVM defines the test guest with a new volume, started on node.
+func (e *env) counterVM(name, node string) directory.VM {
+	e.t.Helper()
+	e.must("POST", "/api/v1/volumes", map[string]any{"name": name + "-disk", "size_bytes": 16 << 20, "node": node}, nil)
+	var vm directory.VM
+	e.must("POST", "/api/v1/vms", map[string]any{
+		"name": name, "cpus": 1, "memory_mib": 128,
+		"disks": []map[string]any{{"volume": name + "-disk"}},
+		"nics":  []map[string]any{{"network": "lan"}},
+		"boot":  map[string]any{"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + guestIP + "/24"},
+		"start": true, "node": node,
+	}, &vm)
+	return vm
+}
+
+// count asks the guest's counter from the client namespace.
+func (e *env) count(timeout time.Duration) (int, error) {
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: e.c.ClientNS.DialContext, DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + guestIP + "/")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(b), "count ")))
+	if err != nil {
+		return 0, fmt.Errorf("guest answered %q", b)
+	}
+	return n, nil
+}
+
+func (e *env) waitCount(timeout time.Duration) int {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		var n int
+		if n, err = e.count(2 * time.Second); err == nil {
+			return n
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.t.Fatalf("the guest did not answer within %v: %v\nnode-a:\n%s\nnode-b:\n%s", timeout, err, tail(e.c.A.Log()), tail(e.c.B.Log()))
+	return 0
+}
+
+func tail(s string) string {
+	if len(s) > 5000 {
+		return s[len(s)-5000:]
+	}
+	return s
+}
+
+// status is the VM's state as m's VM manager reports it (zero while the
+// manager does not answer).
+func (e *env) status(m *clustertest.Member, name string) vmm.VMStatus {
+	var st vmm.VMStatus
+	if _, err := e.c.Do(context.Background(), e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name, nil, &st); err != nil {
+		e.t.Logf("status of %s on %s: %v", name, m.Name, err)
+	}
+	return st
+}
+
+func (e *env) waitState(m *clustertest.Member, name, state string, timeout time.Duration) vmm.VMStatus {
+	e.t.Helper()
+	var st vmm.VMStatus
+	nstest.WaitFor(e.t, timeout, name+" "+state+" on "+m.Name, func() bool {
+		st = e.status(m, name)
+		return st.State == state
+	})
+	return st
+}
+
+func (e *env) history(name string) string {
+	var evs []vmm.Event
+	e.must("GET", "/api/v1/vmm/vms/"+name+"/history", nil, &evs)
+	var b strings.Builder
+	for _, ev := range evs {
+		fmt.Fprintf(&b, "%s: %s\n", ev.Kind, ev.Detail)
+	}
+	return b.String()
+}
+
+// TestLifecycle: create and start, the manager restarted under a running
+// guest, stop, force off, start on the other node (the count goes on from
+// the replicated disk), bad definitions and a QEMU that will not start.
+func TestLifecycle(t *testing.T) {
+	e := newEnv(t)
+	c := e.c
+	start := time.Now()
+	e.counterVM("web", "node-a")
+	first := e.waitCount(90 * time.Second)
+	t.Logf("guest answered %.1fs after the start request (count %d)", time.Since(start).Seconds(), first)
+	st := e.waitState(c.A, "web", "running", 10*time.Second)
+
+	// The VM manager dies and comes back: the guest never notices.
+	c.A.KillProcess("tandem-vmm")
+	n := e.waitCount(5 * time.Second)
+	c.A.StartVMM()
+	again := e.waitState(c.A, "web", "running", 30*time.Second)
+	if again.PID != st.PID {
+		t.Fatalf("QEMU %d replaced by %d across a manager restart", st.PID, again.PID)
+	}
+	if m := e.waitCount(5 * time.Second); m != n+1 {
+		t.Errorf("count %d after %d across a manager restart", m, n)
+	}
+	if h := e.history("web"); !strings.Contains(h, "adopted") {
+		t.Errorf("history has no adoption:\n%s", h)
+	}
+
+	// Stop: ACPI first; the test guest ignores it, so after the timeout
+	// it is powered off.
+	var vm directory.VM
+	e.must("POST", "/api/v1/vms/web/stop", nil, &vm)
+	e.waitState(c.A, "web", "stopped", 40*time.Second)
+	if h := e.history("web"); !strings.Contains(h, "did not shut down within") {
+		t.Errorf("history:\n%s", h)
+	}
+	if _, err := e.count(time.Second); err == nil {
+		t.Fatal("the guest answers after stop")
+	}
+
+	// Start on node-b: its copy of the disk becomes primary, the count
+	// goes on from what the guest wrote on node-a.
+	before := e.waitCountAfterStart(t, "node-b")
+	if before <= n+1 {
+		t.Errorf("count %d on node-b, was %d on node-a: not from the disk", before, n+1)
+	}
+	e.waitState(c.B, "web", "running", 10*time.Second)
+	var disk directory.Volume
+	e.must("GET", "/api/v1/volumes/web-disk", nil, &disk)
+	if ids := nodeID(t, c.B); disk.Primary != ids {
+		t.Errorf("the disk's primary is %s, not node-b (%s)", disk.Primary, ids)
+	}
+
+	// Force off is at once.
+	forced := time.Now()
+	e.must("POST", "/api/v1/vms/web/stop", map[string]any{"force": true}, nil)
+	e.waitState(c.B, "web", "stopped", 15*time.Second)
+	t.Logf("forced off in %.1fs", time.Since(forced).Seconds())
+
+	// Bad definitions are refused with a reason.
+	for name, body := range map[string]map[string]any{
+		"missing volume": {"name": "bad", "cpus": 1, "memory_mib": 64, "disks": []map[string]any{{"volume": "nope"}}},
+		"zero memory":    {"name": "bad", "cpus": 1, "memory_mib": 0, "boot": map[string]any{"kernel": "vmlinuz"}},
+		"name clash":     {"name": "web", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}},
+		"bad network":    {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "nics": []map[string]any{{"network": "dmz"}}},
+		"unknown field":  {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "gpu": true},
+	} {
+		code, err := c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vms", body, nil)
+		if code/100 != 4 || err == nil {
+			t.Errorf("%s: %d %v", name, code, err)
+		}
+	}
+	// A VM whose QEMU cannot start: the reason is in its history and
+	// status, and the other VM is not touched.
+	e.must("POST", "/api/v1/vms", map[string]any{"name": "broken", "cpus": 1, "memory_mib": 64,
+		"boot": map[string]any{"kernel": "no-such-kernel"}, "start": true, "node": "node-a"}, nil)
+	var bst vmm.VMStatus
+	nstest.WaitFor(t, 30*time.Second, "broken's problem", func() bool {
+		bst = e.status(c.A, "broken")
+		return bst.Problem != ""
+	})
+	if !strings.Contains(bst.Problem, "no-such-kernel") {
+		t.Errorf("problem %q does not say what failed", bst.Problem)
+	}
+	if h := e.history("broken"); !strings.Contains(h, "start-failed") {
+		t.Errorf("history:\n%s", h)
+	}
+}
+
+// waitCountAfterStart starts web on node and returns its first count.
+func (e *env) waitCountAfterStart(t *testing.T, node string) int {
+	t.Helper()
+	e.must("POST", "/api/v1/vms/web/start", map[string]any{"node": node}, nil)
+	return e.waitCount(90 * time.Second)
+}
+
+func nodeID(t *testing.T, m *clustertest.Member) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(m.Dir, "cluster", "member-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
