@@ -134,17 +134,20 @@ func configureNetwork(ip, gw string) error {
 		return err
 	}
 	defer conn.Close()
-	for _, idx := range []uint32{1, uint32(ifc.Index)} { // lo and eth0
-		if err := conn.Link.Set(&rtnetlink.LinkMessage{Index: idx, Flags: unix.IFF_UP, Change: unix.IFF_UP}); err != nil {
-			return fmt.Errorf("link up: %w", err)
-		}
-	}
+	// Announce the address when the link comes up (a gratuitous ARP), so
+	// a guest restarted on the other node is found at once.
+	os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644)
 	addr := prefix.Addr().AsSlice()
 	if err := conn.Address.New(&rtnetlink.AddressMessage{
 		Family: unix.AF_INET, PrefixLength: uint8(prefix.Bits()), Index: uint32(ifc.Index),
 		Attributes: &rtnetlink.AddressAttributes{Address: addr, Local: addr},
 	}); err != nil {
 		return fmt.Errorf("address %s: %w", prefix, err)
+	}
+	for _, idx := range []uint32{1, uint32(ifc.Index)} { // lo and eth0
+		if err := conn.Link.Set(&rtnetlink.LinkMessage{Index: idx, Flags: unix.IFF_UP, Change: unix.IFF_UP}); err != nil {
+			return fmt.Errorf("link up: %w", err)
+		}
 	}
 	if gw != "" {
 		g, err := netip.ParseAddr(gw)

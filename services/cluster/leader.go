@@ -82,6 +82,7 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 	}
 	a.leaderReady.Store(true)
 	term := r.CurrentTerm()
+	leaderSince := time.Now()
 
 	var held netip.Prefix
 	var heldAt time.Time
@@ -116,6 +117,7 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 		a.probeMembers(ctx, r)
 		a.reconcileMembership(r)
 		a.liftForcedMode(ctx, r)
+		a.restartLostVMs(leaderSince)
 		select {
 		case <-ctx.Done():
 			return

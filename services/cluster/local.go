@@ -28,10 +28,16 @@ type LocalView struct {
 	// or it heard from the leader lately and applied what was committed):
 	// only then may a storage service act on being named primary or on a
 	// volume's absence.
-	Current bool               `json:"current"`
-	Members []directory.Member `json:"members"`
-	Volumes []directory.Volume `json:"volumes"`
-	VMs     []directory.VM     `json:"vms"`
+	Current bool `json:"current"`
+	// Quorum says the member is part of a majority now (it leads, or it
+	// heard from the leader within three heartbeats). A node that has
+	// not been told Quorum for FenceAfter must have stopped its VMs: the
+	// survivor restarts them elsewhere after that bound (FenceWait).
+	Quorum     bool               `json:"quorum"`
+	FenceAfter time.Duration      `json:"fence_after"`
+	Members    []directory.Member `json:"members"`
+	Volumes    []directory.Volume `json:"volumes"`
+	VMs        []directory.VM     `json:"vms"`
 }
 
 // Principal is an authenticated user, as the local API reports it.
@@ -75,13 +81,26 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 	}
 	d := a.Directory()
 	view := LocalView{Index: d.AppliedIndex(), Self: a.id.ID, Members: d.Members(), Volumes: d.Volumes(), VMs: d.VMs()}
+	view.FenceAfter = a.fenceAfter()
 	if rf := a.r(); rf != nil {
 		view.InCluster = true
+		view.Quorum = (rf.State() == raft.Leader && a.leaderReady.Load()) ||
+			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*a.cfg.Timing.Heartbeat)
 		view.Current = rf.State() == raft.Leader ||
 			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*time.Second && rf.AppliedIndex() >= rf.CommitIndex() && d.AppliedIndex() > 0)
 	}
 	frontdoor.WriteJSON(w, http.StatusOK, view)
 }
+
+// fenceAfter is how long after losing quorum a node's VMs must be
+// stopped: three heartbeats to notice, and a second for an agent that
+// restarts (a short restart must not stop every VM).
+func (a *Agent) fenceAfter() time.Duration { return 3*a.cfg.Timing.Heartbeat + time.Second }
+
+// fenceWait is how long the leader waits, after it last reached a node,
+// before it restarts that node's HA VMs elsewhere: the node's own fence
+// bound, the VM manager's polling (a second) and a margin.
+func (a *Agent) fenceWait() time.Duration { return a.fenceAfter() + 2500*time.Millisecond }
 
 // handleLocalVolumeCopy records a copy state through the leader, as this
 // member.

@@ -29,6 +29,7 @@ type Capacity struct {
 	UsedCPUs    int    `json:"used_cpus"`
 	UsedMemMiB  int64  `json:"used_memory_mib"`
 	Maintenance bool   `json:"maintenance,omitempty"`
+	Down        bool   `json:"down,omitempty"` // lost: its VMs are moving away
 }
 
 // FreeMiB is the memory left for VMs.
@@ -66,6 +67,9 @@ func place(caps []Capacity, vm directory.VM, asked string) (string, error) {
 	if asked != "" {
 		for _, c := range caps {
 			if c.Node == asked {
+				if c.Down {
+					return "", fmt.Errorf("%s is down: %w", c.Name, directory.ErrRefused)
+				}
 				if !fits(c) {
 					return "", fmt.Errorf("VM %s needs %d MiB; %s has %d MiB free for VMs: %w", vm.Name, vm.MemoryMiB, c.Name, c.FreeMiB(), directory.ErrRefused)
 				}
@@ -76,7 +80,7 @@ func place(caps []Capacity, vm directory.VM, asked string) (string, error) {
 	}
 	var ok []Capacity
 	for _, c := range caps {
-		if fits(c) && !c.Maintenance {
+		if fits(c) && !c.Maintenance && !c.Down {
 			ok = append(ok, c)
 		}
 	}

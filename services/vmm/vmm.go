@@ -72,6 +72,9 @@ type Manager struct {
 	problems map[string]string // why a wanted VM is not running
 	history  *history
 	kick     chan struct{}
+	// lastQuorum is when the cluster agent last said this node is in the
+	// majority.
+	lastQuorum time.Time
 }
 
 // New checks the configuration.
@@ -109,6 +112,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			return fmt.Errorf("vmm: %w", err)
 		}
 	}
+	// A guest adopted on a node that turns out to be cut off is fenced
+	// like any other once the bound has passed from here.
+	m.mu.Lock()
+	m.lastQuorum = time.Now()
+	m.mu.Unlock()
 	m.adoptAll()
 	l, err := listenUnix(m.cfg.Socket)
 	if err != nil {
@@ -209,7 +217,8 @@ func (m *Manager) follow(ctx context.Context) {
 	go func() {
 		var after uint64
 		for ctx.Err() == nil {
-			v, err := m.cfg.Cluster.View(ctx, after, 10*time.Second)
+			// A short wait: the quorum is checked every second.
+			v, err := m.cfg.Cluster.View(ctx, after, time.Second)
 			if err != nil {
 				if ctx.Err() == nil {
 					m.log.Warn("cannot read the directory from the cluster agent", "err", err)
@@ -224,7 +233,7 @@ func (m *Manager) follow(ctx context.Context) {
 			}
 		}
 	}()
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
@@ -233,6 +242,9 @@ func (m *Manager) follow(ctx context.Context) {
 		case v := <-views:
 			m.mu.Lock()
 			m.view = v
+			if v.Quorum {
+				m.lastQuorum = time.Now()
+			}
 			m.mu.Unlock()
 		case <-m.kick:
 		case <-tick.C:
@@ -247,6 +259,9 @@ func (m *Manager) reconcile(ctx context.Context) {
 	view := m.view
 	m.mu.Unlock()
 	if !view.InCluster || view.Self == "" {
+		return
+	}
+	if m.fence(view) {
 		return
 	}
 	want := map[string]directory.VM{}
@@ -325,6 +340,28 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		m.setProblem(name, "")
 	}
+}
+
+// fence stops every VM at once when this node has been out of the
+// cluster's majority for the bound the survivor waits on before it
+// restarts them: the two copies of a VM must never run at once.
+func (m *Manager) fence(view cluster.LocalView) bool {
+	m.mu.Lock()
+	last := m.lastQuorum
+	m.mu.Unlock()
+	if last.IsZero() || time.Since(last) <= view.FenceAfter {
+		return false
+	}
+	for _, name := range m.names() {
+		in := m.instance(name)
+		if in.gone() || !in.beginStop() {
+			continue
+		}
+		in.kill()
+		m.history.add(name, "fenced", fmt.Sprintf("this node was out of the cluster's majority for %.1fs: VM stopped so that another node may run it", time.Since(last).Seconds()))
+		m.log.Warn("fenced: VM stopped, this node lost the cluster", "vm", name)
+	}
+	return true
 }
 
 func findVM(vms []directory.VM, name string) (directory.VM, bool) {

@@ -85,7 +85,7 @@ func (e *env) must(method, path string, in, out any) {
 }
 
 // counterVM defines the test guest with a new volume, started on node.
-func (e *env) counterVM(name, node string) directory.VM {
+func (e *env) counterVM(name, node string, ha ...bool) directory.VM {
 	e.t.Helper()
 	e.must("POST", "/api/v1/volumes", map[string]any{"name": name + "-disk", "size_bytes": 16 << 20, "node": node}, nil)
 	var vm directory.VM
@@ -94,7 +94,7 @@ func (e *env) counterVM(name, node string) directory.VM {
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
 		"boot":  map[string]any{"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + guestIP + "/24"},
-		"start": true, "node": node,
+		"start": true, "node": node, "ha": len(ha) > 0 && ha[0],
 	}, &vm)
 	return vm
 }
@@ -155,6 +155,25 @@ func (e *env) waitState(m *clustertest.Member, name, state string, timeout time.
 		return st.State == state
 	})
 	return st
+}
+
+func (e *env) events(m *clustertest.Member, name string) []vmm.Event {
+	var evs []vmm.Event
+	if _, err := e.c.DoRetry(context.Background(), e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name+"/history", nil, &evs); err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
+}
+
+// lastEvent is the time of the last event of kind in m's history of name.
+func (e *env) lastEvent(m *clustertest.Member, name, kind string) time.Time {
+	var at time.Time
+	for _, ev := range e.events(m, name) {
+		if ev.Kind == kind {
+			at = ev.Time
+		}
+	}
+	return at
 }
 
 func (e *env) history(name string) string {
@@ -269,4 +288,120 @@ func nodeID(t *testing.T, m *clustertest.Member) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// counter polls the guest's counter every 100 ms and records the last
+// count seen and when answers stop and resume.
+type counter struct {
+	mu   sync.Mutex
+	last int
+	at   time.Time
+	gaps []time.Duration
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (e *env) startCounter() *counter {
+	c := &counter{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			n, err := e.count(time.Second)
+			if err != nil {
+				continue
+			}
+			c.mu.Lock()
+			if !c.at.IsZero() {
+				if gap := time.Since(c.at); gap > time.Second {
+					c.gaps = append(c.gaps, gap)
+				}
+			}
+			if n <= c.last {
+				e.t.Errorf("count went from %d to %d: the guest lost what it wrote", c.last, n)
+			}
+			c.last, c.at = n, time.Now()
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *counter) state() (int, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last, c.at
+}
+
+// waitAfter waits until the guest answers after t and returns when.
+func (c *counter) waitAfter(t *testing.T, after time.Time, timeout time.Duration) time.Time {
+	t.Helper()
+	var at time.Time
+	nstest.WaitFor(t, timeout, "the guest answering again", func() bool {
+		_, at = c.state()
+		return at.After(after)
+	})
+	return at
+}
+
+func (c *counter) close() {
+	close(c.stop)
+	<-c.done
+}
+
+// TestHA: the node running an HA VM loses power, then (the VM having
+// moved) the other node is cut off from the cluster while alive: each
+// time the guest answers from the survivor and counts on from its disk,
+// and in the isolation the cut-off node stopped its copy before the
+// survivor started one.
+func TestHA(t *testing.T) {
+	e := newEnv(t)
+	c := e.c
+	e.counterVM("db", "node-a", true)
+	e.waitCount(90 * time.Second)
+	cnt := e.startCounter()
+	defer cnt.close()
+	time.Sleep(time.Second)
+
+	// 1. Power loss of node-a.
+	before, _ := cnt.state()
+	cut := time.Now()
+	c.A.PowerOff()
+	back := cnt.waitAfter(t, cut, 90*time.Second)
+	after, _ := cnt.state()
+	started := e.lastEvent(c.B, "db", "started")
+	t.Logf("node-a powered off: the guest answered from node-b after %.1fs (QEMU started at +%.1fs); count %d → %d",
+		back.Sub(cut).Seconds(), started.Sub(cut).Seconds(), before, after)
+	if st := e.status(c.B, "db"); st.State != "running" {
+		t.Fatalf("db on node-b: %+v", st)
+	}
+
+	// node-a returns; the VM stays where it is, and node-a's copy of its
+	// disk catches up (an outdated copy is never started from).
+	c.A.PowerOn()
+	c.WaitHealthy(60 * time.Second)
+	aID := nodeID(t, c.A)
+	nstest.WaitFor(t, 60*time.Second, "node-a's copy up to date", func() bool {
+		var v directory.Volume
+		return e.do("GET", "/api/v1/volumes/db-disk", nil, &v) == nil && v.Copies[aID] == directory.CopyUpToDate
+	})
+
+	// 2. node-b, running the VM, is cut off from the cluster but stays up.
+	before, _ = cnt.state()
+	cut = time.Now()
+	c.Isolate(c.B)
+	back = cnt.waitAfter(t, cut, 90*time.Second)
+	after, _ = cnt.state()
+	c.Heal()
+	fenced := e.lastEvent(c.B, "db", "fenced")
+	started = e.lastEvent(c.A, "db", "started")
+	t.Logf("node-b isolated: fenced its copy at +%.1fs, node-a started one at +%.1fs, answered at +%.1fs; count %d → %d",
+		fenced.Sub(cut).Seconds(), started.Sub(cut).Seconds(), back.Sub(cut).Seconds(), before, after)
+	if fenced.IsZero() || started.IsZero() || !fenced.Before(started) {
+		t.Fatalf("the isolated node stopped its copy at %v, the survivor started one at %v: they may have run at once", fenced, started)
+	}
 }
