@@ -46,8 +46,10 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover bench-storage
+.PHONY: bench-failover bench-storage bench-ha
 bench-failover: deps
 	scripts/bench-failover
 bench-storage: deps
 	scripts/bench-storage
+bench-ha: deps
+	scripts/bench-ha

@@ -64,14 +64,17 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/vms/{name}", a.user(operator, a.leaderOnly(a.handleDeleteVM)))
 	mux.HandleFunc("POST /api/v1/vms/{name}/start", a.user(operator, a.leaderOnly(a.handleStartVM)))
 	mux.HandleFunc("POST /api/v1/vms/{name}/stop", a.user(operator, a.leaderOnly(a.handleStopVM)))
+	mux.HandleFunc("POST /api/v1/vms/{name}/migrate", a.user(operator, a.leaderOnly(a.handleMigrateVM)))
 	mux.HandleFunc("POST /api/v1/cluster/volumes/copy", a.member(a.leaderOnly(a.handleVolumeCopy)))
 	mux.HandleFunc("POST /api/v1/cluster/vms/stopped", a.member(a.leaderOnly(a.handleMemberVMStopped)))
+	mux.HandleFunc("POST /api/v1/cluster/vms/moved", a.member(a.leaderOnly(a.handleMemberVMMoved)))
 	mux.HandleFunc("POST /api/v1/cluster/volumes/primary-here", a.member(a.leaderOnly(a.handleMemberPrimaryHere)))
 	// This node's services, on the socket only.
 	mux.HandleFunc("GET /local/v1/view", a.local(a.handleLocalView))
 	mux.HandleFunc("POST /local/v1/volumes/copy", a.local(a.handleLocalVolumeCopy))
 	mux.HandleFunc("POST /local/v1/volumes/primary-here", a.local(a.handleLocalPrimaryHere))
 	mux.HandleFunc("POST /local/v1/vms/stopped", a.local(a.handleLocalVMStopped))
+	mux.HandleFunc("POST /local/v1/vms/moved", a.local(a.handleLocalVMMoved))
 	mux.HandleFunc("GET /local/v1/whoami", a.local(a.handleLocalWhoami))
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)

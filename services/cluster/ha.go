@@ -67,7 +67,7 @@ func (a *Agent) restartLostVMs(leaderSince time.Time) {
 			a.log.Error("HA: cannot restart a VM of a lost node", "vm", vm.Name, "node", names[from], "err", err)
 			continue
 		}
-		vm.Node = node
+		vm.Node, vm.MigrateTo = node, ""
 		if _, err := a.propose(directory.TypeVMPut, "ha", "", directory.VMPutPayload{
 			Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: vm.Generation}, VM: vm}); err != nil {
 			a.log.Warn("HA: restart not recorded", "vm", vm.Name, "err", err)

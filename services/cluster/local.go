@@ -250,3 +250,72 @@ func (a *Agent) vmStoppedBy(member string, p VMStopped) error {
 		Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: p.Generation}, VM: vm})
 	return err
 }
+
+// VMMoved records the end of a live migration, by the node that sent
+// the VM: To is where it now runs, or empty when the migration failed
+// and the VM stays.
+type VMMoved struct {
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+	To         string `json:"to,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+func (a *Agent) handleLocalVMMoved(w http.ResponseWriter, r *http.Request) {
+	var p VMMoved
+	if !decode(w, r, &p) {
+		return
+	}
+	rf := a.r()
+	if rf == nil {
+		apiError(w, ErrNotInCluster)
+		return
+	}
+	var err error
+	if rf.State() == raft.Leader {
+		err = a.vmMovedBy(a.id.ID, p)
+	} else {
+		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/vms/moved", p, nil)
+	}
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) handleMemberVMMoved(w http.ResponseWriter, r *http.Request) {
+	var p VMMoved
+	if !decode(w, r, &p) {
+		return
+	}
+	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+	if err := a.vmMovedBy(id.ID, p); err != nil {
+		apiError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Agent) vmMovedBy(member string, p VMMoved) error {
+	vm, ok := a.Directory().VM(p.Name)
+	if !ok {
+		return fmt.Errorf("VM %s: %w", p.Name, directory.ErrNotFound)
+	}
+	if vm.Node != member || (p.To != "" && p.To != vm.MigrateTo) {
+		return fmt.Errorf("VM %s runs on %s, moving to %q: %s cannot record a move to %q: %w", p.Name, vm.Node, vm.MigrateTo, member, p.To, directory.ErrRefused)
+	}
+	result, detail := "ok", "to "+p.To
+	if p.To != "" {
+		vm.Node = p.To
+	} else {
+		result, detail = "failed", p.Reason
+	}
+	vm.MigrateTo = ""
+	if _, err := a.propose(directory.TypeVMPut, "member:"+member, "", directory.VMPutPayload{
+		Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: p.Generation}, VM: vm}); err != nil {
+		return err
+	}
+	_, _ = a.propose(directory.TypeAudit, "member:"+member, "", directory.AuditPayload{Action: "vm.migrate", Target: p.Name, Result: result, Detail: detail})
+	return nil
+}

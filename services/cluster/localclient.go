@@ -136,3 +136,8 @@ func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) ht
 func (l *LocalClient) VMStopped(ctx context.Context, p VMStopped) error {
 	return l.do(ctx, http.MethodPost, "/local/v1/vms/stopped", nil, p, nil)
 }
+
+// VMMoved records the end of a live migration this node sent.
+func (l *LocalClient) VMMoved(ctx context.Context, p VMMoved) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/vms/moved", nil, p, nil)
+}

@@ -299,11 +299,70 @@ func (a *Agent) handleStopVM(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteJSON(w, http.StatusOK, vm)
 		return
 	}
-	vm.Running, vm.StopForce = false, req.Force
+	vm.Running, vm.StopForce, vm.MigrateTo = false, req.Force, ""
 	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
 		apiError(w, err)
 		return
 	}
 	vm, _ = a.Directory().VM(name)
 	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
+
+// MigrateRequest moves a running VM to another node, live.
+type MigrateRequest struct {
+	Node string `json:"node,omitempty"` // empty: the other node
+}
+
+func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
+	var req MigrateRequest
+	if r.ContentLength != 0 && !decode(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	vm, ok := a.Directory().VM(name)
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
+		return
+	}
+	if !vm.Running {
+		apiError(w, fmt.Errorf("VM %s is not running: start it where it should run: %w", name, directory.ErrConflict))
+		return
+	}
+	if vm.MigrateTo != "" {
+		apiError(w, fmt.Errorf("VM %s is already moving: %w", name, directory.ErrConflict))
+		return
+	}
+	caps := capacities(a.Directory(), name)
+	asked := ""
+	if req.Node != "" {
+		id, err := a.nodeID(req.Node)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		asked = id
+	} else {
+		for _, c := range caps {
+			if c.Node != vm.Node {
+				asked = c.Node
+				break
+			}
+		}
+	}
+	if asked == vm.Node || asked == "" {
+		apiError(w, fieldError("node", "a VM migrates to another node"))
+		return
+	}
+	target, err := place(caps, vm, asked)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	vm.MigrateTo = target
+	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(name)
+	frontdoor.WriteJSON(w, http.StatusAccepted, vm)
 }

@@ -76,7 +76,10 @@ type VM struct {
 	Boot        *VMBoot  `json:"boot,omitempty"`
 	// StopForce asks for a power-off rather than an ACPI shutdown when
 	// Running goes false.
-	StopForce  bool      `json:"stop_force,omitempty"`
+	StopForce bool `json:"stop_force,omitempty"`
+	// MigrateTo asks for a live migration to that node: the node running
+	// the VM sends it there, then records Node as MigrateTo.
+	MigrateTo  string    `json:"migrate_to,omitempty"`
 	Generation int64     `json:"generation"` // raised on every change
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`

@@ -83,6 +83,9 @@ func (d *Directory) checkVM(vm *VM) error {
 	if vm.Node != "" && !d.isNode(vm.Node) {
 		return fmt.Errorf("VM %s: %q is not a node of the cluster: %w", vm.Name, vm.Node, ErrInvalid)
 	}
+	if vm.MigrateTo != "" && (!vm.Running || vm.MigrateTo == vm.Node || !d.isNode(vm.MigrateTo)) {
+		return fmt.Errorf("VM %s: a migration goes from the node running the VM to another node: %w", vm.Name, ErrInvalid)
+	}
 	if vm.Running && vm.Node == "" {
 		return fmt.Errorf("VM %s: a running VM needs a node: %w", vm.Name, ErrInvalid)
 	}

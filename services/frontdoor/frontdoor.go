@@ -27,6 +27,7 @@ import (
 const (
 	UpgradeRaft        = "tandem-raft/1"
 	UpgradeReplication = "tandem-replication/1"
+	UpgradeMigration   = "tandem-migration/1"
 )
 
 // Headers between the front door, its peers and its backends.

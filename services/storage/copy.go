@@ -315,12 +315,16 @@ func (c *copyState) close() {
 	}
 }
 
-// export is the copy as an NBD export, while it is primary.
-func (c *copyState) export() (nbd.Export, bool) {
+// export is the copy as an NBD export. A secondary copy is exported too
+// (every request fails until it is promoted) for the QEMU that waits for
+// a live migration: it opens its disks at start and touches them only
+// once it runs, after the volume moved here. primaryOnly is what lists
+// and checks ask for.
+func (c *copyState) export(primaryOnly bool) (nbd.Export, bool) {
 	c.mu.Lock()
 	rv := c.rv
 	c.mu.Unlock()
-	if role, _ := rv.Role(); role != replica.Primary {
+	if role, _ := rv.Role(); role != replica.Primary && primaryOnly {
 		return nbd.Export{}, false
 	}
 	return nbd.Export{Name: c.name, Backend: rv, MinBlock: 1, PreferredBlock: replica.BlockSize, Hold: func() func() {

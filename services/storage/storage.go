@@ -292,20 +292,24 @@ func peerOf(view cluster.LocalView) (directory.Member, bool) {
 	return directory.Member{}, false
 }
 
-// lookupExport serves a volume to an NBD client only where it is primary.
+// lookupExport serves a volume to an NBD client; its requests succeed
+// only where the copy is primary.
 func (s *Service) lookupExport(name string) (nbd.Export, bool) {
 	c := s.copyOf(name)
 	if c == nil {
 		return nbd.Export{}, false
 	}
-	return c.export()
+	return c.export(false)
 }
 
+// exportNames lists the volumes primary here: the ones a client can use.
 func (s *Service) exportNames() []string {
 	var out []string
 	for _, n := range s.names() {
-		if _, ok := s.lookupExport(n); ok {
-			out = append(out, n)
+		if c := s.copyOf(n); c != nil {
+			if _, ok := c.export(true); ok {
+				out = append(out, n)
+			}
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -42,7 +43,13 @@ func (m *Manager) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), frontdoor.UpgradeMigration) {
+			m.serveMigration(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // onNode runs the handler on the node the directory places the VM on: a

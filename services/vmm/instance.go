@@ -39,6 +39,8 @@ type instance struct {
 	status     string // QEMU's run state: running, paused, shutdown, …
 	guestOff   bool   // the guest powered itself off
 	stopping   bool   // this manager asked it to stop
+	incoming   bool   // it waits for (or has received) a migrating VM
+	migrating  bool   // it is sending its VM to another node
 	started    time.Time
 	lastEvents []string
 }
@@ -47,6 +49,11 @@ type instance struct {
 // once its devices are set up, so a bad definition fails here, with
 // QEMU's own message).
 func (m *Manager) startQEMU(ctx context.Context, vm directory.VM) (*instance, error) {
+	return m.startQEMUWith(ctx, vm)
+}
+
+// startQEMUWith starts QEMU with extra arguments (an incoming migration).
+func (m *Manager) startQEMUWith(ctx context.Context, vm directory.VM, extra ...string) (*instance, error) {
 	p := paths{dir: m.vmDir(vm.Name)}
 	if err := os.RemoveAll(p.dir); err != nil {
 		return nil, err
@@ -59,7 +66,7 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM) (*instance, er
 		return nil, err
 	}
 	acc := m.acc.Get(ctx)
-	args := qemuArgs(vm, p, acc, m.cfg.NBDSocket, m.cfg.BootDir)
+	args := append(qemuArgs(vm, p, acc, m.cfg.NBDSocket, m.cfg.BootDir), extra...)
 	cmd := exec.CommandContext(ctx, m.cfg.QEMU, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -79,9 +86,6 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM) (*instance, er
 			inst.kill()
 			return nil, fmt.Errorf("NIC %d: %w", i, err)
 		}
-	}
-	if err := inst.raw.Cont(); err != nil && !strings.Contains(err.Error(), "already") {
-		m.log.Debug("cont", "vm", vm.Name, "err", err)
 	}
 	return inst, nil
 }

@@ -264,10 +264,14 @@ func (m *Manager) reconcile(ctx context.Context) {
 	if m.fence(view) {
 		return
 	}
-	want := map[string]directory.VM{}
+	want := map[string]directory.VM{}     // to run here
+	incoming := map[string]directory.VM{} // migrating here
 	for _, vm := range view.VMs {
-		if vm.Running && vm.Node == view.Self {
+		switch {
+		case vm.Running && vm.Node == view.Self:
 			want[vm.Name] = vm
+		case vm.Running && vm.MigrateTo == view.Self:
+			incoming[vm.Name] = vm
 		}
 	}
 	// QEMUs that went away.
@@ -305,6 +309,9 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		in := m.instance(name)
+		if _, ok := incoming[name]; ok && in.incoming {
+			continue
+		}
 		force := false
 		if vm, ok := findVM(view.VMs, name); ok {
 			force = vm.StopForce || (vm.Running && vm.Node != view.Self) // it must go elsewhere: no waiting on the guest
@@ -323,14 +330,15 @@ func (m *Manager) reconcile(ctx context.Context) {
 	}
 	slices.SortFunc(names, func(a, b string) int { return want[b].Priority - want[a].Priority }) // higher first
 	for _, name := range names {
-		if m.instance(name) != nil {
+		vm := want[name]
+		if in := m.instance(name); in != nil {
+			m.follow1(ctx, in, vm)
 			continue
 		}
 		if why := m.restartBlocked(name); why != "" {
 			m.setProblem(name, why)
 			continue
 		}
-		vm := want[name]
 		if err := m.start(ctx, vm); err != nil {
 			m.setProblem(name, err.Error())
 			m.history.add(name, "start-failed", err.Error())
@@ -339,6 +347,39 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		m.setProblem(name, "")
+	}
+	for name, vm := range incoming {
+		if m.instance(name) != nil {
+			continue
+		}
+		if err := m.startIncoming(ctx, vm); err != nil {
+			m.history.add(name, "incoming-failed", err.Error())
+			m.log.Error("cannot start the incoming QEMU of a migration", "vm", name, "err", err)
+		}
+	}
+}
+
+// follow1 moves a running instance along: an arrived migration is
+// resumed, a requested one is started.
+func (m *Manager) follow1(ctx context.Context, in *instance, vm directory.VM) {
+	in.mu.Lock()
+	incoming, migrating, stopping := in.incoming, in.migrating, in.stopping
+	in.mu.Unlock()
+	switch {
+	case stopping:
+	case incoming:
+		if err := m.activate(ctx, in, vm); err != nil {
+			m.setProblem(vm.Name, "resume after migration: "+err.Error())
+			m.log.Warn("cannot resume a migrated VM yet", "vm", vm.Name, "err", err)
+		} else {
+			m.setProblem(vm.Name, "")
+		}
+	case vm.MigrateTo != "" && !migrating:
+		in.mu.Lock()
+		in.migrating = true
+		in.mu.Unlock()
+		m.history.add(vm.Name, "migrating", "to "+m.memberName(vm.MigrateTo))
+		go m.migrateOut(ctx, in, vm)
 	}
 }
 

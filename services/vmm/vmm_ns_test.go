@@ -405,3 +405,75 @@ func TestHA(t *testing.T) {
 		t.Fatalf("the isolated node stopped its copy at %v, the survivor started one at %v: they may have run at once", fenced, started)
 	}
 }
+
+// TestLiveMigration: the guest moves to the other node and back while a
+// client keeps asking its counter: no request fails, the count never
+// goes back.
+func TestLiveMigration(t *testing.T) {
+	e := newEnv(t)
+	c := e.c
+	e.counterVM("app", "node-a")
+	e.waitCount(90 * time.Second)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: c.ClientNS.DialContext}}
+	var mu sync.Mutex
+	var failures []string
+	var maxGap time.Duration
+	last := 0
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			start := time.Now()
+			resp, err := client.Get("http://" + guestIP + "/")
+			var n int
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				n, err = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(string(b), "count ")))
+			}
+			mu.Lock()
+			if err != nil {
+				failures = append(failures, err.Error())
+			} else if n <= last {
+				failures = append(failures, fmt.Sprintf("count %d after %d", n, last))
+			} else {
+				last = n
+			}
+			maxGap = max(maxGap, time.Since(start))
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	for _, to := range []*clustertest.Member{c.B, c.A} {
+		begin := time.Now()
+		e.must("POST", "/api/v1/vms/app/migrate", map[string]any{"node": to.Name}, nil)
+		id := nodeID(t, to)
+		nstest.WaitFor(t, 120*time.Second, "app on "+to.Name, func() bool {
+			var vm directory.VM
+			return e.do("GET", "/api/v1/vms/app", nil, &vm) == nil && vm.Node == id && vm.MigrateTo == ""
+		})
+		e.waitState(to, "app", "running", 30*time.Second)
+		var detail string
+		for _, ev := range e.events(to, "app") {
+			if ev.Kind == "migrated-in" {
+				detail = ev.Detail
+			}
+		}
+		t.Logf("migrated to %s in %.1fs (%s)", to.Name, time.Since(begin).Seconds(), detail)
+		time.Sleep(time.Second)
+	}
+	close(stop)
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d answers, slowest %v", last, maxGap)
+	if len(failures) > 0 {
+		t.Fatalf("%d requests failed during the migrations: %v", len(failures), failures[:min(len(failures), 5)])
+	}
+}

@@ -50,6 +50,7 @@ func Main(args []string) int {
 			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: clusterAgent},
 			{Name: "replication", Upgrade: frontdoor.UpgradeReplication, Member: true, Backend: storage},
 			{Name: "storage", Prefix: "/api/v1/storage/", Backend: storage},
+			{Name: "migration", Upgrade: frontdoor.UpgradeMigration, Member: true, Backend: vms},
 			{Name: "vmm", Prefix: "/api/v1/vmm/", Backend: vms},
 			{Name: "api", Prefix: "/api/v1/", Backend: clusterAgent},
 		},
