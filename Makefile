@@ -20,9 +20,11 @@ all: check
 deps:
 	@scripts/deps.sh
 
+# -p 1: the namespace tests (real processes, QEMU guests under TCG) run one
+# package at a time, so one package's timing is not another's load.
 check: deps
 	go vet ./...
-	go test ./...
+	go test -p 1 ./...
 
 image: deps
 	go run ./images/mkimage -board $(BOARD) -out $(OUT) -version $(VERSION)

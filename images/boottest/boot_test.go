@@ -423,6 +423,16 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 	if leader == nil {
 		t.Fatalf("the cluster IP is answered by %q, not a node", st.Member.Name)
 	}
+	// The test guest runs as an HA VM on the leader's node.
+	guestStart := time.Now()
+	if _, err := box.CreateTestGuest(ctx, creds, "testguest", leader.Name); err != nil {
+		t.Fatal(err)
+	}
+	count, err := box.WaitGuest(ctx, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("test guest answered on %s %.1fs after it was defined (QEMU in QEMU, %s)", leader.Name, time.Since(guestStart).Seconds(), box.Accel.Name())
 	cut := time.Now()
 	leader.Kill()
 	deadline := time.Now().Add(time.Minute)
@@ -439,6 +449,15 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("%s powered off; %s answers on the cluster IP after %.1fs (%s)", leader.Name, survivor.Name, time.Since(cut).Seconds(), box.Accel.Name())
+	// The HA VM comes back on the survivor and counts on from its disk.
+	after, err := box.WaitGuest(ctx, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= count {
+		t.Errorf("the test guest counts %d after %d: its disk did not follow it", after, count)
+	}
+	t.Logf("test guest answered from %s %.1fs after %s lost power (count %d → %d)", survivor.Name, time.Since(cut).Seconds(), leader.Name, count, after)
 }
 
 // keepConsole saves a node's console as a test artifact and shows its end

@@ -126,6 +126,11 @@ func run(images, work, boardName, witnessBin string, fresh bool) error {
 		fmt.Printf("warning: %v (witness log: %s)\n", err, w.Log)
 	}
 
+	guest, err := box.CreateTestGuest(ctx, creds, "testguest", box.Nodes[0].Name)
+	if err != nil {
+		fmt.Printf("warning: the test guest was not created: %v\n", err)
+	}
+
 	fmt.Println()
 	fmt.Printf("Tandem console: %s  (cluster IP %s)\n", box.ClusterURL(), qemubox.ClusterIP)
 	for _, n := range box.Nodes {
@@ -133,6 +138,10 @@ func run(images, work, boardName, witnessBin string, fresh bool) error {
 	}
 	fmt.Printf("  witness: %s on the site network, log %s\n", qemubox.HostIP, w.Log)
 	fmt.Printf("  sign in as %s / %s  (kept in %s)\n", creds.Admin, creds.Password, credsFile)
+	if err == nil {
+		fmt.Printf("  test guest %q (HA VM, counter on its replicated disk): ip netns exec %s curl http://%s/\n", guest.Name, box.Namespace(), qemubox.TestGuestIP)
+		fmt.Printf("    kill the node running it (pkill -f 'qemu-system-x86_64 -name node-a'; see %s/api/v1/vms) and it answers again from the other node\n", box.ClusterURL())
+	}
 	fmt.Println("the box is running; Ctrl-C stops it")
 
 	exited := make(chan string, len(box.Nodes))

@@ -64,6 +64,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/vms/{name}", a.user(operator, a.leaderOnly(a.handleDeleteVM)))
 	mux.HandleFunc("POST /api/v1/vms/{name}/start", a.user(operator, a.leaderOnly(a.handleStartVM)))
 	mux.HandleFunc("POST /api/v1/vms/{name}/stop", a.user(operator, a.leaderOnly(a.handleStopVM)))
+	mux.HandleFunc("POST /api/v1/cluster/members/{id}/maintenance", a.user(operator, a.leaderOnly(a.handleMaintenance)))
 	mux.HandleFunc("POST /api/v1/vms/{name}/migrate", a.user(operator, a.leaderOnly(a.handleMigrateVM)))
 	mux.HandleFunc("POST /api/v1/cluster/volumes/copy", a.member(a.leaderOnly(a.handleVolumeCopy)))
 	mux.HandleFunc("POST /api/v1/cluster/vms/stopped", a.member(a.leaderOnly(a.handleMemberVMStopped)))

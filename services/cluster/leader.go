@@ -118,6 +118,7 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 		a.reconcileMembership(r)
 		a.liftForcedMode(ctx, r)
 		a.restartLostVMs(leaderSince)
+		a.drainMaintenance()
 		select {
 		case <-ctx.Done():
 			return

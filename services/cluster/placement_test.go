@@ -44,3 +44,43 @@ func TestPlace(t *testing.T) {
 		}
 	}
 }
+
+func TestAdmitHA(t *testing.T) {
+	caps := []Capacity{
+		{Node: "n-a", Name: "node-a", MemoryMiB: 5120, UsedMemMiB: 2048},
+		{Node: "n-b", Name: "node-b", MemoryMiB: 5120, UsedMemMiB: 1024},
+	}
+	// node-a runs 2 GiB of HA VMs, node-b 1 GiB; 1 GiB per node is reserved.
+	vms := []directory.VM{
+		{Name: "a1", Node: "n-a", Running: true, HA: true, MemoryMiB: 2048},
+		{Name: "b1", Node: "n-b", Running: true, HA: true, MemoryMiB: 1024},
+	}
+	for _, tc := range []struct {
+		name string
+		vm   directory.VM
+		node string
+		ok   bool
+	}{
+		{"not HA: no check", directory.VM{Name: "x", MemoryMiB: 3000}, "n-a", true},
+		{"fits either way", directory.VM{Name: "x", HA: true, MemoryMiB: 512}, "n-b", true},
+		// node-b would hold 1+1.5 GiB of HA VMs; node-a has 2 GiB free after its own.
+		{"survivor too small", directory.VM{Name: "x", HA: true, MemoryMiB: 1536}, "n-b", false},
+		// On node-a: node-a's 3.5 GiB of HA VMs cannot fit in node-b's 3 GiB free.
+		{"failing node too full", directory.VM{Name: "x", HA: true, MemoryMiB: 1536}, "n-a", false},
+	} {
+		err := admitHA(caps, vms, tc.vm, tc.node)
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, directory.ErrRefused)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestAdmitHAStartingAgainCountsOnce(t *testing.T) {
+	// a1 was stopped and starts again: the capacities (made without it)
+	// and its own directory record must not count it twice.
+	caps := []Capacity{{Node: "n-a", Name: "node-a", MemoryMiB: 4096}, {Node: "n-b", Name: "node-b", MemoryMiB: 4096}}
+	vms := []directory.VM{{Name: "a1", Node: "n-a", HA: true, MemoryMiB: 3072}}
+	if err := admitHA(caps, vms, vms[0], "n-a"); err != nil {
+		t.Fatal(err)
+	}
+}

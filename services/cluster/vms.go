@@ -44,7 +44,7 @@ func capacities(d *directory.Directory, skip string) []Capacity {
 		if m.Role != directory.MemberNode {
 			continue
 		}
-		c := Capacity{Node: m.ID, Name: m.Name}
+		c := Capacity{Node: m.ID, Name: m.Name, Maintenance: m.Maintenance}
 		if m.Inventory != nil {
 			c.CPUs, c.MemoryMiB = m.Inventory.CPUs, m.Inventory.MemoryBytes>>20
 		}
@@ -69,6 +69,9 @@ func place(caps []Capacity, vm directory.VM, asked string) (string, error) {
 			if c.Node == asked {
 				if c.Down {
 					return "", fmt.Errorf("%s is down: %w", c.Name, directory.ErrRefused)
+				}
+				if c.Maintenance {
+					return "", errMaintenance(c.Name)
 				}
 				if !fits(c) {
 					return "", fmt.Errorf("VM %s needs %d MiB; %s has %d MiB free for VMs: %w", vm.Name, vm.MemoryMiB, c.Name, c.FreeMiB(), directory.ErrRefused)
@@ -163,7 +166,11 @@ func (a *Agent) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 			}
 			asked = id
 		}
-		node, err := place(capacities(a.Directory(), vm.Name), vm, asked)
+		caps := capacities(a.Directory(), vm.Name)
+		node, err := place(caps, vm, asked)
+		if err == nil && req.Start {
+			err = admitHA(caps, a.Directory().VMs(), vm, node)
+		}
 		if err != nil {
 			apiError(w, err)
 			return
@@ -261,9 +268,13 @@ func (a *Agent) handleStartVM(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fmt.Errorf("VM %s runs on another node: migrate it: %w", name, directory.ErrConflict))
 		return
 	}
-	node, err := place(capacities(a.Directory(), vm.Name), vm, asked)
+	caps := capacities(a.Directory(), vm.Name)
+	node, err := place(caps, vm, asked)
 	if err != nil && req.Node == "" && asked != "" {
-		node, err = place(capacities(a.Directory(), vm.Name), vm, "") // its last node is full: anywhere
+		node, err = place(caps, vm, "") // its last node is full or in maintenance: anywhere
+	}
+	if err == nil {
+		err = admitHA(caps, a.Directory().VMs(), vm, node)
 	}
 	if err != nil {
 		apiError(w, err)
@@ -365,4 +376,49 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	vm, _ = a.Directory().VM(name)
 	frontdoor.WriteJSON(w, http.StatusAccepted, vm)
+}
+
+// admitHA checks vSphere-style failover capacity before an HA VM starts
+// on node: whichever node fails, the others must be able to take every
+// HA VM it runs on top of what they run. caps are the nodes' capacities
+// without vm; vms are the directory's VMs.
+func admitHA(caps []Capacity, vms []directory.VM, vm directory.VM, node string) error {
+	if !vm.HA {
+		return nil
+	}
+	haMiB := map[string]int64{} // HA memory per node, the new VM included
+	for _, v := range vms {
+		if v.Running && v.HA && v.Name != vm.Name {
+			haMiB[v.Node] += int64(v.MemoryMiB)
+		}
+	}
+	haMiB[node] += int64(vm.MemoryMiB)
+	for _, failed := range caps {
+		need := haMiB[failed.Node]
+		if failed.Node == node {
+			need = haMiB[node]
+		}
+		if need == 0 {
+			continue
+		}
+		var room int64
+		for _, c := range caps {
+			if c.Node == failed.Node || c.Down {
+				continue
+			}
+			if c.MemoryMiB == 0 {
+				return nil // a node of unknown size: no way to judge
+			}
+			free := c.FreeMiB()
+			if c.Node == node {
+				free -= int64(vm.MemoryMiB)
+			}
+			room += max(free, 0)
+		}
+		if room < need {
+			return fmt.Errorf("HA admission: if %s failed, its HA VMs (%d MiB with %s) would not fit on the other nodes (%d MiB free); "+
+				"start %s without HA, stop another VM, or add memory: %w", failed.Name, need, vm.Name, room, vm.Name, directory.ErrRefused)
+		}
+	}
+	return nil
 }

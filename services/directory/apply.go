@@ -54,6 +54,8 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyIPOwner(index, env))
 	case TypeForced:
 		target, err = withPayload(env, d.applyForced(index, env))
+	case TypeMaintenance:
+		target, err = withPayload(env, d.applyMaintenance(index, env))
 	case TypeVolumePut:
 		target, err = withPayload(env, d.applyVolumePut(index, env))
 	case TypeVolumeDelete:
@@ -288,6 +290,24 @@ func (d *Directory) applyMemberUpdate(env Envelope) func(MemberUpdatePayload) (s
 		}
 		m.Updated = env.Time
 		d.s.Members[p.ID] = &m
+		return p.ID, nil
+	}
+}
+
+func (d *Directory) applyMaintenance(index uint64, env Envelope) func(MaintenancePayload) (string, error) {
+	return func(p MaintenancePayload) (string, error) {
+		old, ok := d.s.Members[p.ID]
+		if !ok || old.Role != MemberNode {
+			return "", fmt.Errorf("node %s: %w", p.ID, ErrNotFound)
+		}
+		m := *old
+		m.Maintenance, m.Updated = p.On, env.Time
+		d.s.Members[p.ID] = &m
+		state := "left"
+		if p.On {
+			state = "entered"
+		}
+		d.audit(index, env, "member.maintenance", m.Name, "ok", state+" maintenance")
 		return p.ID, nil
 	}
 }

@@ -41,6 +41,7 @@ const (
 	TypeVolumeDelete  Type = 21 // remove a volume
 	TypeVolumePrimary Type = 22 // move a volume's primary role (a new role generation)
 	TypeVolumeCopy    Type = 23 // the primary records its peer's copy outdated or up to date
+	TypeMaintenance   Type = 24 // a node enters or leaves maintenance
 )
 
 // Envelope is what every command carries besides its payload.
@@ -123,6 +124,10 @@ type (
 		MemberID string `json:"member_id"`
 		Term     uint64 `json:"term"`
 	}
+	MaintenancePayload struct {
+		ID string `json:"id"`
+		On bool   `json:"on"`
+	}
 	ForcedPayload struct {
 		On       bool   `json:"on"`
 		MemberID string `json:"member_id,omitempty"`
@@ -182,7 +187,7 @@ func (t Type) String() string {
 		TypeTemplatePut: "template.put", TypeTemplateDel: "template.delete", TypeSettingsSet: "settings.set",
 		TypeLabelSet: "label.set", TypeAlertPut: "alert.put", TypeAlertDelete: "alert.delete", TypeTokenPut: "token.put",
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
-		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy",
+		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
 	}
 	if n, ok := names[t]; ok {
 		return n

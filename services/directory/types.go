@@ -47,8 +47,11 @@ type Member struct {
 	Role      string     `json:"role"`
 	Addresses []string   `json:"addresses"` // front door addresses, preferred first
 	Inventory *Inventory `json:"inventory,omitempty"`
-	Joined    time.Time  `json:"joined"`
-	Updated   time.Time  `json:"updated"`
+	// Maintenance keeps VMs away from the node: the leader moves its VMs
+	// off, and nothing new is placed on it.
+	Maintenance bool      `json:"maintenance,omitempty"`
+	Joined      time.Time `json:"joined"`
+	Updated     time.Time `json:"updated"`
 }
 
 // Inventory is what a node reports about its hardware and firmware.
@@ -79,7 +82,10 @@ type VM struct {
 	StopForce bool `json:"stop_force,omitempty"`
 	// MigrateTo asks for a live migration to that node: the node running
 	// the VM sends it there, then records Node as MigrateTo.
-	MigrateTo  string    `json:"migrate_to,omitempty"`
+	MigrateTo string `json:"migrate_to,omitempty"`
+	// Home is the node a VM left for its node's maintenance, to go back
+	// to when the maintenance ends.
+	Home       string    `json:"home,omitempty"`
 	Generation int64     `json:"generation"` // raised on every change
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`

@@ -47,7 +47,7 @@ func newVolumeEnv(t *testing.T) *volumeEnv {
 			t.Skipf("%s is not installed (make deps)", tool)
 		}
 	}
-	c := clustertest.New(t, clustertest.Options{Storage: true})
+	c := clustertest.New(t, clustertest.Options{Storage: true, APITimeout: 30 * time.Second})
 	c.Form()
 	c.WaitHealthy(30 * time.Second)
 	e := &volumeEnv{t: t, c: c}

@@ -52,8 +52,9 @@ func (m *Manager) Handler() http.Handler {
 	})
 }
 
-// onNode runs the handler on the node the directory places the VM on: a
-// request that reached the other node is forwarded there, once.
+// onNode runs the handler on the node the directory places the VM on,
+// or on the one named by ?node= (a name or member ID): a request that
+// reached another node is forwarded there, once.
 func (m *Manager) onNode(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
@@ -65,12 +66,27 @@ func (m *Manager) onNode(next http.HandlerFunc) http.HandlerFunc {
 			frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no VM %q", name))
 			return
 		}
-		if vm.Node == "" || vm.Node == view.Self || m.instance(name) != nil {
+		target := vm.Node
+		if asked := r.URL.Query().Get("node"); asked != "" {
+			target = ""
+			for _, mem := range view.Members {
+				if mem.ID == asked || mem.Name == asked {
+					target = mem.ID
+				}
+			}
+			if target == "" {
+				frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no node %q", asked))
+				return
+			}
+		} else if m.instance(name) != nil {
+			target = view.Self // it runs here (or is still being stopped here)
+		}
+		if target == "" || target == view.Self {
 			next(w, r)
 			return
 		}
 		for _, mem := range view.Members {
-			if mem.ID == vm.Node {
+			if mem.ID == target {
 				m.cfg.Dialer.Forward(w, r, mem.ID, mem.Name, mem.Addresses)
 				return
 			}

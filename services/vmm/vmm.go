@@ -290,6 +290,7 @@ func (m *Manager) reconcile(ctx context.Context) {
 		case stopping:
 		case guestOff:
 			m.history.add(name, "guest-poweroff", "the guest powered itself off")
+			m.log.Info("the guest powered itself off", "vm", name)
 			if vm, ok := want[name]; ok {
 				// The guest's own shutdown is the user's wish: record it.
 				if err := m.cfg.Cluster.VMStopped(ctx, cluster.VMStopped{Name: name, Generation: vm.Generation}); err != nil {
@@ -313,12 +314,16 @@ func (m *Manager) reconcile(ctx context.Context) {
 			continue
 		}
 		force := false
-		if vm, ok := findVM(view.VMs, name); ok {
+		vm, ok := findVM(view.VMs, name)
+		if ok {
 			force = vm.StopForce || (vm.Running && vm.Node != view.Self) // it must go elsewhere: no waiting on the guest
 		} else {
 			force = true
 		}
-		go m.stopInstance(in, force)
+		if in.beginStop() {
+			m.log.Info("stopping a VM not wanted here", "vm", name, "defined", ok, "running", vm.Running, "node", vm.Node, "migrate_to", vm.MigrateTo)
+			go m.stopInstance(in, force)
+		}
 	}
 	// Start what should.
 	if !view.Current {
@@ -517,10 +522,8 @@ func (m *Manager) waitExports(ctx context.Context, vm directory.VM) error {
 	}
 }
 
+// stopInstance stops an instance the caller marked (beginStop).
 func (m *Manager) stopInstance(in *instance, force bool) {
-	if !in.beginStop() {
-		return
-	}
 	how := in.stop(force, m.cfg.ShutdownTimeout)
 	m.history.add(in.name, "stopped", how)
 	m.log.Info("VM stopped", "vm", in.name, "how", how)

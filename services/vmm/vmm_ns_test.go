@@ -66,7 +66,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t)})
+	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t), APITimeout: 30 * time.Second})
 	c.Form()
 	c.WaitHealthy(30 * time.Second)
 	return &env{t: t, c: c}
@@ -87,22 +87,30 @@ func (e *env) must(method, path string, in, out any) {
 // counterVM defines the test guest with a new volume, started on node.
 func (e *env) counterVM(name, node string, ha ...bool) directory.VM {
 	e.t.Helper()
+	return e.counterVMAt(name, node, guestIP, len(ha) > 0 && ha[0])
+}
+
+// counterVMAt defines the test guest at ip.
+func (e *env) counterVMAt(name, node, ip string, ha bool) directory.VM {
+	e.t.Helper()
 	e.must("POST", "/api/v1/volumes", map[string]any{"name": name + "-disk", "size_bytes": 16 << 20, "node": node}, nil)
 	var vm directory.VM
 	e.must("POST", "/api/v1/vms", map[string]any{
 		"name": name, "cpus": 1, "memory_mib": 128,
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
-		"boot":  map[string]any{"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + guestIP + "/24"},
-		"start": true, "node": node, "ha": len(ha) > 0 && ha[0],
+		"boot":  map[string]any{"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + ip + "/24"},
+		"start": true, "node": node, "ha": ha,
 	}, &vm)
 	return vm
 }
 
 // count asks the guest's counter from the client namespace.
-func (e *env) count(timeout time.Duration) (int, error) {
+func (e *env) count(timeout time.Duration) (int, error) { return e.countAt(guestIP, timeout) }
+
+func (e *env) countAt(ip string, timeout time.Duration) (int, error) {
 	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: e.c.ClientNS.DialContext, DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + guestIP + "/")
+	resp, err := client.Get("http://" + ip + "/")
 	if err != nil {
 		return 0, err
 	}
@@ -159,7 +167,7 @@ func (e *env) waitState(m *clustertest.Member, name, state string, timeout time.
 
 func (e *env) events(m *clustertest.Member, name string) []vmm.Event {
 	var evs []vmm.Event
-	if _, err := e.c.DoRetry(context.Background(), e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name+"/history", nil, &evs); err != nil {
+	if _, err := e.c.DoRetry(context.Background(), e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name+"/history?node="+m.Name, nil, &evs); err != nil {
 		e.t.Fatal(err)
 	}
 	return evs
@@ -476,4 +484,85 @@ func TestLiveMigration(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("%d requests failed during the migrations: %v", len(failures), failures[:min(len(failures), 5)])
 	}
+}
+
+// TestMaintenanceAndAdmission: a node entering maintenance sends its VMs
+// to the other node, live, and gets no new ones; leaving it with return
+// brings them back. HA admission refuses a VM the survivor of a failure
+// could not take.
+func TestMaintenanceAndAdmission(t *testing.T) {
+	e := newEnv(t)
+	c := e.c
+	ips := []string{clustertest.Subnet + "201", clustertest.Subnet + "202"}
+	for i, ip := range ips {
+		e.counterVMAt(fmt.Sprintf("m%d", i), "node-a", ip, false)
+	}
+	for _, ip := range ips {
+		nstest.WaitFor(t, 90*time.Second, "guest "+ip, func() bool { _, err := e.countAt(ip, time.Second); return err == nil })
+	}
+	aID, bID := nodeID(t, c.A), nodeID(t, c.B)
+	e.must("POST", "/api/v1/cluster/members/node-a/maintenance", map[string]any{"on": true}, nil)
+	nstest.WaitFor(t, 120*time.Second, "every VM off node-a", func() bool {
+		var vms []directory.VM
+		if e.do("GET", "/api/v1/vms", nil, &vms) != nil {
+			return false
+		}
+		for _, vm := range vms {
+			if vm.Node != bID || vm.MigrateTo != "" || vm.Home != aID {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ip := range ips {
+		if _, err := e.countAt(ip, 5*time.Second); err != nil {
+			t.Fatalf("guest %s after the drain: %v", ip, err)
+		}
+	}
+	// Nothing new lands on a node in maintenance.
+	code, err := c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vms", map[string]any{
+		"name": "new", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "node": "node-a"}, nil)
+	if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(err), "maintenance") {
+		t.Errorf("a VM placed on a node in maintenance: %d %v", code, err)
+	}
+	// Leaving it with return brings them home.
+	e.must("POST", "/api/v1/cluster/members/node-a/maintenance", map[string]any{"on": false, "return": true}, nil)
+	nstest.WaitFor(t, 120*time.Second, "every VM back on node-a", func() bool {
+		var vms []directory.VM
+		if e.do("GET", "/api/v1/vms", nil, &vms) != nil {
+			return false
+		}
+		for _, vm := range vms {
+			if vm.Node != aID || vm.MigrateTo != "" || vm.Home != "" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ip := range ips {
+		if _, err := e.countAt(ip, 5*time.Second); err != nil {
+			t.Fatalf("guest %s back home: %v", ip, err)
+		}
+	}
+	// HA admission: it fits on node-b (1 GiB of each node is kept for the
+	// node), but if node-b failed node-a, which runs the two guests, could
+	// not take it.
+	e.must("POST", "/api/v1/volumes", map[string]any{"name": "huge-disk", "size_bytes": 1 << 20}, nil)
+	code, err = c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vms", map[string]any{
+		"name": "huge", "cpus": 1, "memory_mib": hostMemoryMiB(t) - 1200, "ha": true, "start": true,
+		"disks": []map[string]any{{"volume": "huge-disk"}}}, nil)
+	if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(err), "HA admission") {
+		t.Errorf("an HA VM no survivor could take: %d %v", code, err)
+	}
+}
+
+// hostMemoryMiB is this machine's memory: the namespaces' nodes share it.
+func hostMemoryMiB(t *testing.T) int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kib int
+	fmt.Sscanf(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:"), "%d", &kib)
+	return kib / 1024
 }

@@ -46,6 +46,10 @@ type Options struct {
 	Storage   bool   // run the storage service on the nodes
 	VMs       bool   // run the VM manager on the nodes (needs Storage)
 	BootDir   string // where the VM manager finds guest kernels
+	// APITimeout bounds each API call (default 5 s). Tests that run
+	// guests want more: a forwarded request on a loaded machine can take
+	// seconds.
+	APITimeout time.Duration
 }
 
 // Cluster is the test cluster.
@@ -385,7 +389,11 @@ func (c *Cluster) client(ns *nstest.NS) *http.Client {
 	if hc, ok := c.clients[ns.Name]; ok {
 		return hc
 	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+	timeout := c.opts.APITimeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	hc := &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext:         ns.DialContext,
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
 		MaxIdleConnsPerHost: 64,
