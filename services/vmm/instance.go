@@ -35,25 +35,19 @@ type instance struct {
 	raw  *raw.Monitor
 	done chan struct{} // closed when QEMU is gone (its QMP socket closed)
 
-	mu         sync.Mutex
-	status     string // QEMU's run state: running, paused, shutdown, …
-	guestOff   bool   // the guest powered itself off
-	stopping   bool   // this manager asked it to stop
-	incoming   bool   // it waits for (or has received) a migrating VM
-	migrating  bool   // it is sending its VM to another node
-	started    time.Time
-	lastEvents []string
+	mu        sync.Mutex
+	status    string // QEMU's run state: running, paused, shutdown, …
+	guestOff  bool   // the guest powered itself off
+	stopping  bool   // this manager asked it to stop
+	incoming  bool   // it waits for (or has received) a migrating VM
+	migrating bool   // it is sending its VM to another node
+	started   time.Time
 }
 
-// startQEMU starts a VM's QEMU and waits until it runs (QEMU daemonizes
-// once its devices are set up, so a bad definition fails here, with
-// QEMU's own message).
-func (m *Manager) startQEMU(ctx context.Context, vm directory.VM) (*instance, error) {
-	return m.startQEMUWith(ctx, vm)
-}
-
-// startQEMUWith starts QEMU with extra arguments (an incoming migration).
-func (m *Manager) startQEMUWith(ctx context.Context, vm directory.VM, extra ...string) (*instance, error) {
+// startQEMU starts a VM's QEMU, with extra arguments for an incoming
+// migration, and waits until it runs (QEMU daemonizes once its devices
+// are set up, so a bad definition fails here, with QEMU's own message).
+func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...string) (*instance, error) {
 	p := paths{dir: m.vmDir(vm.Name)}
 	if err := os.RemoveAll(p.dir); err != nil {
 		return nil, err
@@ -78,6 +72,12 @@ func (m *Manager) startQEMUWith(ctx context.Context, vm directory.VM, extra ...s
 	}
 	inst, err := m.attach(vm.Name, p)
 	if err != nil {
+		// A QEMU nobody can drive must not run on.
+		if b, rerr := os.ReadFile(p.pidfile()); rerr == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 1 {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
 		return nil, err
 	}
 	inst.def, inst.started = vm, time.Now()
@@ -133,10 +133,6 @@ func (m *Manager) attach(name string, p paths) (*instance, error) {
 func (in *instance) event(e qmp.Event) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.lastEvents = append(in.lastEvents, e.Event)
-	if len(in.lastEvents) > 20 {
-		in.lastEvents = in.lastEvents[1:]
-	}
 	switch e.Event {
 	case "SHUTDOWN":
 		in.status = "shutdown"

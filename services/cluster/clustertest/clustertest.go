@@ -129,7 +129,11 @@ func New(tb testing.TB, opts Options) *Cluster {
 		if lan != "mgmt0" {
 			// A node's LAN is a bridge with its uplink as a port, as on the
 			// image: VMs' taps join it and share the segment.
-			ns.Run("ip", "link", "add", lan, "type", "bridge")
+			// With the port's MAC set, as the image does: a bridge left to
+			// pick the lowest of its ports' MACs changes address when a
+			// VM's tap comes or goes, and clients' ARP caches go stale.
+			mac := strings.TrimSpace(ns.Run("cat", "/sys/class/net/mgmt0/address"))
+			ns.Run("ip", "link", "add", lan, "address", mac, "type", "bridge")
 			ns.Run("ip", "link", "set", "mgmt0", "master", lan)
 			ns.Run("ip", "link", "set", lan, "up")
 		}
