@@ -50,8 +50,10 @@ func Probe(ctx context.Context) Accelerator {
 	f.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, System, "-accel", "kvm", "-cpu", "host", "-machine", "q35",
-		"-nodefaults", "-display", "none", "-S", "-monitor", "none", "-serial", "none")
+	// Not paused (-S): some hosts fail only once a vCPU runs ("failed to
+	// set MSR"); with no disk the BIOS just waits for a boot device.
+	cmd := exec.CommandContext(ctx, System, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "64",
+		"-nodefaults", "-display", "none", "-monitor", "none", "-serial", "none")
 	if err := cmd.Start(); err != nil {
 		return Accelerator{Reason: "start " + System + ": " + err.Error()}
 	}
@@ -74,11 +76,23 @@ func Probe(ctx context.Context) Accelerator {
 // while a process runs.
 type Prober struct {
 	once sync.Once
+	mu   sync.Mutex
 	acc  Accelerator
 }
 
 // Get probes once and returns the answer every time after.
 func (p *Prober) Get(ctx context.Context) Accelerator {
 	p.once.Do(func() { p.acc = Probe(ctx) })
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.acc
+}
+
+// FallBack records that KVM failed after all (a guest did not start on
+// it): from now on guests run under TCG.
+func (p *Prober) FallBack(reason string) {
+	p.once.Do(func() {})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.acc = Accelerator{Reason: reason}
 }

@@ -68,7 +68,14 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 	// group never reach the guests.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("QEMU did not start: %v: %s", err, strings.TrimSpace(stderr.String()))
+		msg := strings.TrimSpace(stderr.String())
+		if acc.KVM && strings.Contains(strings.ToLower(msg), "kvm") {
+			// The probe passed but this host cannot run guests on KVM.
+			m.log.Warn("QEMU failed on KVM: running guests under TCG from now on", "vm", vm.Name, "err", msg)
+			m.acc.FallBack("a guest failed to start on KVM: " + msg)
+			return m.startQEMU(ctx, vm, extra...)
+		}
+		return nil, fmt.Errorf("QEMU did not start: %v: %s", err, msg)
 	}
 	inst, err := m.attach(vm.Name, p)
 	if err != nil {
