@@ -256,24 +256,36 @@ func (m *Manager) sendMemory(ctx context.Context, in *instance, vm directory.VM)
 // activate resumes a VM whose memory arrived here: its volumes become
 // primary here first, so the guest's first write lands on a primary.
 func (m *Manager) activate(ctx context.Context, in *instance, vm directory.VM) error {
+	t0 := time.Now()
+	// The source saw its side complete; the last bytes may still be on
+	// their way here. Every millisecond here is the guest's downtime.
 	var info migrationInfo
-	if err := in.qmp("query-migrate", nil, &info); err != nil {
-		return err
-	}
-	if info.Status != "completed" {
-		return fmt.Errorf("the incoming migration is %q", info.Status)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if err := in.qmp("query-migrate", nil, &info); err != nil {
+			return err
+		}
+		if info.Status == "completed" {
+			break
+		}
+		if info.Status == "failed" || time.Now().After(deadline) {
+			return fmt.Errorf("the incoming migration is %q", info.Status)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	for _, d := range vm.Disks {
 		if err := m.cfg.Cluster.PrimaryHere(ctx, cluster.PrimaryHere{Name: d.Volume}); err != nil {
 			return fmt.Errorf("disk %s: %w", d.Volume, err)
 		}
 	}
+	t1 := time.Now()
 	if err := m.waitExports(ctx, vm); err != nil {
 		return err
 	}
+	t2 := time.Now()
 	if err := in.raw.Cont(); err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
+	m.log.Info("resumed a migrated VM", "vm", vm.Name, "arrive_and_primary_ms", t1.Sub(t0).Milliseconds(), "served_ms", t2.Sub(t1).Milliseconds(), "cont_ms", time.Since(t2).Milliseconds())
 	// Switches learn where the guest's MACs are now.
 	if err := in.qmp("announce-self", map[string]any{"initial": 50, "max": 550, "rounds": 5, "step": 100}, nil); err != nil &&
 		!strings.Contains(err.Error(), "CommandNotFound") {

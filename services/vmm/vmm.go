@@ -517,7 +517,7 @@ func (m *Manager) waitExports(ctx context.Context, vm directory.VM) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond): // part of a migration's downtime
 		}
 	}
 }
