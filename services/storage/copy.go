@@ -266,7 +266,10 @@ func (c *copyState) peerLoop(ctx context.Context) {
 			c.setPeerState("refused: " + refused.Reason)
 			c.noteSplitBrain(refused, peer.Name)
 			s.log.Warn("the peer refused the replication stream", "volume", c.name, "reason", refused.Reason)
-			sleep(ctx, 5*time.Second)
+			// Often the peer has not yet seen the role change that made
+			// this copy primary: try again soon, then less often.
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
 		c.setPeerState("stream ended: " + fmt.Sprint(err))

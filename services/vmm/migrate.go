@@ -183,6 +183,11 @@ func (m *Manager) sendMemory(ctx context.Context, in *instance, vm directory.VM)
 	if !ok {
 		return info, fmt.Errorf("target %s is not a member", vm.MigrateTo)
 	}
+	// The target's copies of the disks must hold every write before the
+	// guest can move there (a recent move may still be resyncing them).
+	if err := m.waitCopiesUpToDate(ctx, vm, target.ID); err != nil {
+		return info, err
+	}
 	_ = os.Remove(in.p.outgoing())
 	l, err := net.Listen("unix", in.p.outgoing())
 	if err != nil {
@@ -315,4 +320,34 @@ func (m *Manager) memberName(id string) string {
 		return mem.Name
 	}
 	return id
+}
+
+// waitCopiesUpToDate waits until the directory records node's copy of
+// each of the VM's volumes as up to date.
+func (m *Manager) waitCopiesUpToDate(ctx context.Context, vm directory.VM, node string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		m.mu.Lock()
+		view := m.view
+		m.mu.Unlock()
+		behind := ""
+		for _, d := range vm.Disks {
+			for _, v := range view.Volumes {
+				if v.Name == d.Volume && v.Copies[node] != directory.CopyUpToDate {
+					behind = d.Volume
+				}
+			}
+		}
+		if behind == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the target's copy of %s is not up to date (resync still running?)", behind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
