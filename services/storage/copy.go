@@ -153,7 +153,11 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 		return
 	}
 	if role != replica.Primary || gen != dv.Generation {
-		if err := rv.Promote(dv.Generation, dv.Copies[peer.ID] == directory.CopyOutdated); err != nil {
+		// With no other node in the cluster (the first node, before the
+		// second joins) there is no copy to keep in step: write alone. A
+		// node that joins later gets a full sync.
+		alone := peer.ID == "" || dv.Copies[peer.ID] == directory.CopyOutdated
+		if err := rv.Promote(dv.Generation, alone); err != nil {
 			c.setProblem("cannot become primary: " + err.Error())
 			s.log.Error("cannot become primary", "volume", dv.Name, "err", err)
 			return
