@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
 )
@@ -202,30 +203,11 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) serveSocket(ctx context.Context) error {
-	if err := os.MkdirAll(filepath.Dir(a.cfg.Socket), 0o755); err != nil {
-		return err
-	}
-	_ = os.Remove(a.cfg.Socket)
-	ln, err := net.Listen("unix", a.cfg.Socket)
+	l, err := frontdoor.ListenSocket(a.cfg.Socket)
 	if err != nil {
 		return fmt.Errorf("cluster agent: %w", err)
 	}
-	if err := os.Chmod(a.cfg.Socket, 0o600); err != nil {
-		ln.Close()
-		return err
-	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
-	go func() {
-		<-ctx.Done()
-		c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(c)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("cluster agent: %w", err)
-	}
-	return nil
+	return frontdoor.ServeSocket(ctx, l, a.Handler(), a.log)
 }
 
 // addresses are where peers reach this member, without the cluster IP

@@ -102,29 +102,59 @@ func (a *Agent) fenceAfter() time.Duration { return 3*a.cfg.Timing.Heartbeat + t
 // bound, the VM manager's polling (a second) and a margin.
 func (a *Agent) fenceWait() time.Duration { return a.fenceAfter() + 2500*time.Millisecond }
 
-// handleLocalVolumeCopy records a copy state through the leader, as this
-// member.
-func (a *Agent) handleLocalVolumeCopy(w http.ResponseWriter, r *http.Request) {
-	var p directory.VolumeCopyPayload
-	if !decode(w, r, &p) {
-		return
+// A node's service asks for a few changes as its member (the storage
+// service records its peer's copy, the VM manager takes a volume's primary
+// role or records a VM's end): the local endpoint applies it when this
+// member leads, else sends it to the leader's member endpoint, which
+// applies it for the member that calls. One apply function serves both.
+
+// asThisMember is the local endpoint of such a change.
+func asThisMember[P any](a *Agent, leaderPath string, apply func(member string, p P) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var p P
+		if !decode(w, r, &p) {
+			return
+		}
+		rf := a.r()
+		if rf == nil {
+			apiError(w, ErrNotInCluster)
+			return
+		}
+		var err error
+		if rf.State() == raft.Leader {
+			err = apply(a.id.ID, p)
+		} else {
+			err = a.callLeader(r.Context(), http.MethodPost, leaderPath, p, nil)
+		}
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
-	rf := a.r()
-	if rf == nil {
-		apiError(w, ErrNotInCluster)
-		return
+}
+
+// asCallingMember is the leader's member endpoint of such a change.
+func asCallingMember[P any](apply func(member string, p P) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var p P
+		if !decode(w, r, &p) {
+			return
+		}
+		id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+		if err := apply(id.ID, p); err != nil {
+			apiError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
-	var err error
-	if rf.State() == raft.Leader {
-		_, err = a.propose(directory.TypeVolumeCopy, "member:"+a.id.ID, "", p)
-	} else {
-		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/volumes/copy", p, nil)
-	}
-	if err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+}
+
+// volumeCopyBy records a copy state as member; only a volume's primary
+// may (the directory checks the actor and generation).
+func (a *Agent) volumeCopyBy(member string, p directory.VolumeCopyPayload) error {
+	_, err := a.propose(directory.TypeVolumeCopy, "member:"+member, "", p)
+	return err
 }
 
 // handleLocalWhoami authenticates a user's credentials for a service on
@@ -146,43 +176,6 @@ type PrimaryHere struct {
 	ExpectedGeneration uint64 `json:"expected_generation,omitempty"`
 }
 
-func (a *Agent) handleLocalPrimaryHere(w http.ResponseWriter, r *http.Request) {
-	var p PrimaryHere
-	if !decode(w, r, &p) {
-		return
-	}
-	rf := a.r()
-	if rf == nil {
-		apiError(w, ErrNotInCluster)
-		return
-	}
-	var err error
-	if rf.State() == raft.Leader {
-		err = a.primaryFor(a.id.ID, p)
-	} else {
-		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/volumes/primary-here", p, nil)
-	}
-	if err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// handleMemberPrimaryHere gives the calling member a volume's primary role.
-func (a *Agent) handleMemberPrimaryHere(w http.ResponseWriter, r *http.Request) {
-	var p PrimaryHere
-	if !decode(w, r, &p) {
-		return
-	}
-	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
-	if err := a.primaryFor(id.ID, p); err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
 func (a *Agent) primaryFor(member string, p PrimaryHere) error {
 	if v, ok := a.Directory().Volume(p.Name); ok && v.Primary == member {
 		return nil
@@ -197,42 +190,6 @@ func (a *Agent) primaryFor(member string, p PrimaryHere) error {
 type VMStopped struct {
 	Name       string `json:"name"`
 	Generation int64  `json:"generation"`
-}
-
-func (a *Agent) handleLocalVMStopped(w http.ResponseWriter, r *http.Request) {
-	var p VMStopped
-	if !decode(w, r, &p) {
-		return
-	}
-	rf := a.r()
-	if rf == nil {
-		apiError(w, ErrNotInCluster)
-		return
-	}
-	var err error
-	if rf.State() == raft.Leader {
-		err = a.vmStoppedBy(a.id.ID, p)
-	} else {
-		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/vms/stopped", p, nil)
-	}
-	if err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *Agent) handleMemberVMStopped(w http.ResponseWriter, r *http.Request) {
-	var p VMStopped
-	if !decode(w, r, &p) {
-		return
-	}
-	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
-	if err := a.vmStoppedBy(id.ID, p); err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // vmStoppedBy marks a VM stopped if member is where it runs and it has not
@@ -259,42 +216,6 @@ type VMMoved struct {
 	Generation int64  `json:"generation"`
 	To         string `json:"to,omitempty"`
 	Reason     string `json:"reason,omitempty"`
-}
-
-func (a *Agent) handleLocalVMMoved(w http.ResponseWriter, r *http.Request) {
-	var p VMMoved
-	if !decode(w, r, &p) {
-		return
-	}
-	rf := a.r()
-	if rf == nil {
-		apiError(w, ErrNotInCluster)
-		return
-	}
-	var err error
-	if rf.State() == raft.Leader {
-		err = a.vmMovedBy(a.id.ID, p)
-	} else {
-		err = a.callLeader(r.Context(), http.MethodPost, "/api/v1/cluster/vms/moved", p, nil)
-	}
-	if err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (a *Agent) handleMemberVMMoved(w http.ResponseWriter, r *http.Request) {
-	var p VMMoved
-	if !decode(w, r, &p) {
-		return
-	}
-	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
-	if err := a.vmMovedBy(id.ID, p); err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *Agent) vmMovedBy(member string, p VMMoved) error {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
-	"github.com/tandemhci/tandem/services/memberconn"
 )
 
 // Volume definitions live here, in the directory; the storage service on
@@ -189,19 +188,4 @@ func (a *Agent) handleVolumePrimary(w http.ResponseWriter, r *http.Request) {
 	}
 	v, _ := a.Directory().Volume(name)
 	frontdoor.WriteJSON(w, http.StatusOK, v)
-}
-
-// handleVolumeCopy records a copy state for the member that asks: only a
-// volume's primary may (the directory checks the actor and generation).
-func (a *Agent) handleVolumeCopy(w http.ResponseWriter, r *http.Request) {
-	var p directory.VolumeCopyPayload
-	if !decode(w, r, &p) {
-		return
-	}
-	id, _ := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
-	if _, err := a.propose(directory.TypeVolumeCopy, "member:"+id.ID, clientAddr(r), p); err != nil {
-		apiError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/nbd"
 )
@@ -94,52 +93,23 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}
-	nl, err := listenUnix(s.cfg.NBDSocket)
+	nl, err := frontdoor.ListenSocket(s.cfg.NBDSocket)
 	if err != nil {
-		return err
+		return fmt.Errorf("storage: %w", err)
 	}
-	al, err := listenUnix(s.cfg.Socket)
+	al, err := frontdoor.ListenSocket(s.cfg.Socket)
 	if err != nil {
 		nl.Close()
-		return err
+		return fmt.Errorf("storage: %w", err)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.nbd.Serve(gctx, nl) })
-	g.Go(func() error {
-		go func() {
-			<-gctx.Done()
-			c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(c)
-		}()
-		if err := srv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("storage API: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return frontdoor.ServeSocket(gctx, al, s.Handler(), s.log) })
 	g.Go(func() error { s.follow(gctx); return nil })
 	g.Go(func() error { s.disks.run(gctx); return nil })
 	err = g.Wait()
 	s.closeAll()
 	return err
-}
-
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
-	}
-	_ = os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("storage: %w", err)
-	}
-	return l, nil
 }
 
 // follow long-polls the directory and reconciles on every change (and at

@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/nbd"
 	"github.com/tandemhci/tandem/services/qemu"
@@ -118,25 +117,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.lastQuorum = time.Now()
 	m.mu.Unlock()
 	m.adoptAll()
-	l, err := listenUnix(m.cfg.Socket)
+	l, err := frontdoor.ListenSocket(m.cfg.Socket)
 	if err != nil {
-		return err
+		return fmt.Errorf("vmm: %w", err)
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		go func() {
-			<-gctx.Done()
-			c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(c)
-		}()
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("vmm API: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return frontdoor.ServeSocket(gctx, l, m.Handler(), m.log) })
 	g.Go(func() error { m.follow(gctx); return nil })
 	err = g.Wait()
 	m.mu.Lock()
@@ -145,22 +131,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	return err
-}
-
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("vmm: %w", err)
-	}
-	_ = os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("vmm: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 func (m *Manager) vmDir(name string) string { return filepath.Join(m.cfg.RunDir, name) }
