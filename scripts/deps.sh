@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
 	# the image: kernel modules, initramfs, disk image, and QEMU inside it
-	kmod e2fsprogs zstd cpio dpkg grub-efi-amd64-bin grub-common
+	kmod e2fsprogs zstd xz-utils cpio dpkg grub-efi-amd64-bin grub-common
 	qemu-system-x86 qemu-utils ovmf ipxe-qemu seabios
 	# tests and the virtual box: network namespaces, firewalls,
 	# reachability, the site's DHCP server

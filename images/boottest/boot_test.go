@@ -364,6 +364,12 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 			keepConsole(t, n)
 		}
 	})
+	// Runs before the box stops: a failure shows what the services said.
+	t.Cleanup(func() {
+		for _, n := range box.Nodes {
+			showServiceLogs(t, n, "cluster", "storage", "vmm")
+		}
+	})
 	for _, n := range box.Nodes {
 		if _, err := n.WaitHealthy(ctx, 4*time.Minute); err != nil {
 			t.Fatal(err)
@@ -458,6 +464,32 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 		t.Errorf("the test guest counts %d after %d: its disk did not follow it", after, count)
 	}
 	t.Logf("test guest answered from %s %.1fs after %s lost power (count %d → %d)", survivor.Name, time.Since(cut).Seconds(), leader.Name, count, after)
+}
+
+// showServiceLogs logs the end of a live node's service logs when the
+// test failed, read on its console.
+func showServiceLogs(t *testing.T, n *qemubox.Node, services ...string) {
+	if !t.Failed() {
+		return
+	}
+	select {
+	case <-n.Exited():
+		return
+	default:
+	}
+	show := func(what, cmd string) {
+		out, err := n.Console().Run(cmd, 20*time.Second)
+		if err != nil {
+			t.Logf("%s's %s: %v", n.Name, what, err)
+			return
+		}
+		t.Logf("%s's %s:\n%s", n.Name, what, out)
+	}
+	for _, s := range services {
+		show(s+" log (end)", "tail -n 40 /data/log/"+s+".log")
+	}
+	show("VMs' serial consoles (end)", "tail -n 30 /run/tandem/vms/*/serial.log")
+	show("links", "ip link")
 }
 
 // keepConsole saves a node's console as a test artifact and shows its end

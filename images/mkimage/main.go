@@ -29,7 +29,7 @@ func main() {
 	out := flag.String("out", "images/out", "output directory")
 	cache := flag.String("cache", defaultCache(), "cache for downloads and tools, kept between builds")
 	version := flag.String("version", "dev", "image version string")
-	guestOnly := flag.String("testguest", "", "build only the test guest (vmlinuz, initrd.gz) into this folder")
+	guestOnly := flag.String("testguest", "", "build only the test guest (vmlinux, initrd.gz) into this folder")
 	flag.Parse()
 	var err error
 	if *guestOnly != "" {
@@ -129,7 +129,7 @@ func build(boardName, out, cache, version string) error {
 	if err := buildTestGuest(repo, kroot, guest); err != nil {
 		return err
 	}
-	for _, f := range []string{"vmlinuz", "initrd.gz"} {
+	for _, f := range []string{"vmlinux", "initrd.gz"} {
 		if err := copyFile(filepath.Join(guest, f), filepath.Join(stage, testGuestDir, f)); err != nil {
 			return err
 		}

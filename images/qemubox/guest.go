@@ -35,7 +35,7 @@ func (b *Box) CreateTestGuest(ctx context.Context, cr Credentials, name, node st
 		"cpus": 1, "memory_mib": 128, "ha": true, "start": true, "node": node,
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
-		"boot": map[string]any{"kernel": "testguest/vmlinuz", "initrd": "testguest/initrd.gz",
+		"boot": map[string]any{"kernel": "testguest/vmlinux", "initrd": "testguest/initrd.gz",
 			"cmdline": "tandem.ip=" + TestGuestIP + "/24 tandem.gw=" + HostIP},
 	}, &vm)
 	return vm, err

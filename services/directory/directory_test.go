@@ -154,7 +154,7 @@ func TestJoinTokensNoncesAndReplacement(t *testing.T) {
 
 func TestVMGenerations(t *testing.T) {
 	h := newHarness(t)
-	vm := VM{Name: "web", CPUs: 1, MemoryMiB: 256, Boot: &VMBoot{Kernel: "testguest/vmlinuz"}}
+	vm := VM{Name: "web", CPUs: 1, MemoryMiB: 256, Boot: &VMBoot{Kernel: "testguest/vmlinux"}}
 	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpCreate}, VM: vm})
 	vm.CPUs = 2
 	h.must(TypeVMPut, VMPutPayload{Op: VMOp{Op: OpUpdate, ExpectedGeneration: 1}, VM: vm})
