@@ -47,16 +47,19 @@ type Interface struct {
 
 // Node is the whole status of this node.
 type Node struct {
-	Name          string      `json:"name"`
-	Board         string      `json:"board"`
-	Version       string      `json:"version"`
-	Slot          string      `json:"slot,omitempty"` // system slot booted from, a or b; empty for PXE
-	BootedAt      time.Time   `json:"booted_at"`
-	UptimeSeconds float64     `json:"uptime_seconds"`
-	DataMounted   bool        `json:"data_mounted"` // persistent data partition mounted
-	Watchdog      string      `json:"watchdog"`     // "off", "armed", "withheld: <reason>"
-	Interfaces    []Interface `json:"interfaces"`
-	Services      []Service   `json:"services"`
+	Name          string    `json:"name"`
+	Board         string    `json:"board"`
+	Version       string    `json:"version"`
+	Slot          string    `json:"slot,omitempty"` // system slot booted from, a or b; empty for PXE
+	BootedAt      time.Time `json:"booted_at"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	DataMounted   bool      `json:"data_mounted"` // persistent data partition mounted
+	Watchdog      string    `json:"watchdog"`     // "off", "armed", "withheld: <reason>"
+	// WatchdogTimeoutSeconds is the armed watchdog's timeout (0: none):
+	// how long a node whose VMs outlive their fence lease keeps running.
+	WatchdogTimeoutSeconds int         `json:"watchdog_timeout_seconds,omitempty"`
+	Interfaces             []Interface `json:"interfaces"`
+	Services               []Service   `json:"services"`
 	// Problems found at boot or since: bad settings, a module that did not
 	// load, no data partition. The node keeps running with them.
 	Problems []string `json:"problems"`

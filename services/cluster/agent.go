@@ -83,14 +83,15 @@ type Agent struct {
 	live  *pki.Live
 	// dir is replaced when raft restarts: raft replays the log into a
 	// fresh FSM.
-	dir       atomic.Pointer[directory.Directory]
-	setupCode string
-	dial      *memberconn.Dialer
-	ip        *clusterIP
-	disco     *discovery
-	probes    *probes
-	clients   memberClients
-	auth      *authCache
+	dir        atomic.Pointer[directory.Directory]
+	setupCode  string
+	dial       *memberconn.Dialer
+	ip         *clusterIP
+	disco      *discovery
+	probes     *probes
+	heartbeats *heartbeats
+	clients    memberClients
+	auth       *authCache
 	// auditLimit bounds how fast refusals are written to the audit log.
 	auditLimit rateLimit
 
@@ -162,6 +163,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.disco = newDiscovery(a)
 	a.probes = newProbes()
+	a.heartbeats = newHeartbeats()
 	a.auth = newAuthCache()
 	return a, nil
 }

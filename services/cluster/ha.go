@@ -8,26 +8,36 @@ import (
 	"github.com/tandemhci/tandem/services/directory"
 )
 
-// HA: a node the leader has not reached for fenceWait has stopped its VMs
-// (its VM manager fences itself once it is out of the quorum for
+// HA: a node the leader has not reached for its fence wait has stopped its
+// VMs (its VM manager fences itself once it is out of the quorum for
 // fenceAfter, and its watchdog resets it if it cannot), so its HA VMs are
 // placed on the nodes that are up, highest priority first. The VM
 // manager there makes their volumes primary (the lost node's copy can no
 // longer write: the role generation moved) and starts them.
 
-// lostNodes are the nodes the leader has not reached for fenceWait,
-// counting from when it became leader at the earliest.
+// lostNodes are the nodes the leader has not reached for their fence
+// wait: raft's heartbeats to them fail, and neither those nor the
+// leader's probes have been answered since, counting from when it became
+// leader at the earliest. Both must be silent: a node that still hears
+// raft still has the quorum, and keeps its VMs.
 func (a *Agent) lostNodes(leaderSince time.Time) map[string]time.Duration {
 	lost := map[string]time.Duration{}
 	for _, m := range a.Directory().Members() {
 		if m.Role != directory.MemberNode || m.ID == a.id.ID {
 			continue
 		}
+		raftLast, failing := a.heartbeats.failingSince(m.ID)
+		if !failing {
+			continue
+		}
 		last := leaderSince
+		if raftLast.After(last) {
+			last = raftLast
+		}
 		if pr, ok := a.probes.get(m.ID); ok && pr.At.After(last) {
 			last = pr.At
 		}
-		if since := time.Since(last); since > a.fenceWait() {
+		if since := time.Since(last); since > a.fenceWait(m) {
 			lost[m.ID] = since
 		}
 	}
@@ -56,9 +66,9 @@ func (a *Agent) restartLostVMs(leaderSince time.Time) {
 			caps[i].UsedCPUs, caps[i].UsedMemMiB = 0, 0
 		}
 	}
-	names := map[string]string{}
+	names, waits := map[string]string{}, map[string]time.Duration{}
 	for _, m := range d.Members() {
-		names[m.ID] = m.Name
+		names[m.ID], waits[m.ID] = m.Name, a.fenceWait(m)
 	}
 	for _, vm := range moving {
 		from := vm.Node
@@ -79,7 +89,7 @@ func (a *Agent) restartLostVMs(leaderSince time.Time) {
 				caps[i].UsedMemMiB += int64(vm.MemoryMiB)
 			}
 		}
-		detail := fmt.Sprintf("%s not reached for %.1fs (fence bound %.1fs): restarted on %s", names[from], lost[from].Seconds(), a.fenceWait().Seconds(), names[node])
+		detail := fmt.Sprintf("%s not reached for %.1fs (fence bound %.1fs): restarted on %s", names[from], lost[from].Seconds(), waits[from].Seconds(), names[node])
 		a.log.Warn("HA: restarting a VM of a lost node", "vm", vm.Name, "from", names[from], "on", names[node])
 		_, _ = a.propose(directory.TypeAudit, "ha", "", directory.AuditPayload{Action: "ha.restart", Target: vm.Name, Result: "ok", Detail: detail})
 	}

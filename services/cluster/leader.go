@@ -49,6 +49,7 @@ func (a *Agent) watchLeadership(r *raft.Raft, notify <-chan bool) {
 					a.ip.release()
 				}
 				end()
+				a.heartbeats.reset() // a later term starts from what it sees
 				a.log.Info("lost leadership", "term", r.CurrentTerm())
 				continue
 			}
@@ -252,6 +253,43 @@ type probe struct {
 
 func newProbes() *probes { return &probes{last: map[string]probe{}} }
 
+// heartbeats is raft's word, while this member leads, on the peers its
+// heartbeats fail to reach, and when each last answered one.
+type heartbeats struct {
+	mu      sync.Mutex
+	failing map[string]time.Time
+}
+
+func newHeartbeats() *heartbeats { return &heartbeats{failing: map[string]time.Time{}} }
+
+func (h *heartbeats) failed(id string, lastContact time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failing[id] = lastContact
+}
+
+func (h *heartbeats) resumed(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.failing, id)
+}
+
+// reset forgets what an earlier term saw.
+func (h *heartbeats) reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.failing)
+}
+
+// failingSince says whether heartbeats to id fail, and when it last
+// answered one (zero if never, in this term).
+func (h *heartbeats) failingSince(id string) (time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.failing[id]
+	return t, ok
+}
+
 func (p *probes) set(id string, pr probe) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -405,11 +443,13 @@ func (a *Agent) observe(r *raft.Raft) {
 			case o := <-ch:
 				switch d := o.Data.(type) {
 				case raft.FailedHeartbeatObservation:
+					a.heartbeats.failed(string(d.PeerID), d.LastContact)
 					if !failing[d.PeerID] {
 						a.log.Warn("peer missed heartbeats", "peer", d.PeerID, "last_contact", d.LastContact)
 					}
 					failing[d.PeerID] = true
 				case raft.ResumedHeartbeatObservation:
+					a.heartbeats.resumed(string(d.PeerID))
 					delete(failing, d.PeerID)
 					a.log.Info("peer heartbeats resumed", "peer", d.PeerID)
 				case raft.LeaderObservation:

@@ -30,10 +30,19 @@ type LocalView struct {
 	// volume's absence.
 	Current bool `json:"current"`
 	// Quorum says the member is part of a majority now (it leads, or it
-	// heard from the leader within three heartbeats). A node that has
-	// not been told Quorum for FenceAfter must have stopped its VMs: the
-	// survivor restarts them elsewhere after that bound (FenceWait).
-	Quorum     bool               `json:"quorum"`
+	// heard from the leader within three heartbeats). A node must have
+	// stopped its VMs FenceAfter its last contact with the majority: the
+	// survivor restarts them elsewhere after that bound (fenceWait).
+	Quorum bool `json:"quorum"`
+	// QuorumAge is how long ago, when the view was answered, this member
+	// last heard from the majority (a leader: twice its lease, the longest
+	// raft lets it lead without one); Waited is how long the answer
+	// waited for a change. QuorumAt, set by LocalClient.View, places the
+	// contact no later than the request's sending plus Waited minus
+	// QuorumAge.
+	QuorumAge  time.Duration      `json:"quorum_age"`
+	Waited     time.Duration      `json:"waited"`
+	QuorumAt   time.Time          `json:"-"`
 	FenceAfter time.Duration      `json:"fence_after"`
 	Members    []directory.Member `json:"members"`
 	Volumes    []directory.Volume `json:"volumes"`
@@ -67,6 +76,7 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 	}
 	events, unsubscribe := a.Directory().Subscribe(16)
 	defer unsubscribe()
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(wait)*time.Second)
 	defer cancel()
 	ticker := time.NewTicker(time.Second) // raft restarts replace the directory
@@ -84,11 +94,21 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 	view.FenceAfter = a.fenceAfter()
 	if rf := a.r(); rf != nil {
 		view.InCluster = true
-		view.Quorum = (rf.State() == raft.Leader && a.leaderReady.Load()) ||
-			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*a.cfg.Timing.Heartbeat)
+		switch {
+		case rf.State() == raft.Leader && a.leaderReady.Load():
+			view.Quorum, view.QuorumAge = true, 2*a.cfg.Timing.LeaderLease
+		case rf.State() == raft.Follower && !rf.LastContact().IsZero():
+			view.QuorumAge = time.Since(rf.LastContact())
+			view.Quorum = view.QuorumAge < 3*a.cfg.Timing.Heartbeat
+		}
 		view.Current = rf.State() == raft.Leader ||
 			(rf.State() == raft.Follower && time.Since(rf.LastContact()) < 3*time.Second && rf.AppliedIndex() >= rf.CommitIndex() && d.AppliedIndex() > 0)
 	}
+	if !view.Quorum {
+		// Heard from no majority lately, or never: no contact to count on.
+		view.QuorumAge = max(view.QuorumAge, view.FenceAfter)
+	}
+	view.Waited = time.Since(start)
 	frontdoor.WriteJSON(w, http.StatusOK, view)
 }
 
@@ -97,10 +117,26 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 // restarts (a short restart must not stop every VM).
 func (a *Agent) fenceAfter() time.Duration { return 3*a.cfg.Timing.Heartbeat + time.Second }
 
+// FenceGrace is how long a VM manager has, after fenceAfter, to have its
+// VMs stopped before its lease lapses and the watchdog takes over.
+const FenceGrace = 500 * time.Millisecond
+
+// fenceMargin covers what the bound does not model: a leader that
+// answers late, clocks that tick at slightly different rates.
+const fenceMargin = time.Second
+
 // fenceWait is how long the leader waits, after it last reached a node,
-// before it restarts that node's HA VMs elsewhere: the node's own fence
-// bound, the VM manager's polling (a second) and a margin.
-func (a *Agent) fenceWait() time.Duration { return a.fenceAfter() + 2500*time.Millisecond }
+// before it restarts that node's HA VMs elsewhere: the node stops them
+// fenceAfter its last contact with the majority, its watchdog resets it
+// at most a timeout after that plus FenceGrace if it cannot, and a
+// margin. A node without a watchdog is trusted to stop them itself.
+func (a *Agent) fenceWait(m directory.Member) time.Duration {
+	wait := a.fenceAfter() + FenceGrace + fenceMargin
+	if m.Inventory != nil {
+		wait += time.Duration(m.Inventory.WatchdogSeconds) * time.Second
+	}
+	return wait
+}
 
 // A node's service asks for a few changes as its member (the storage
 // service records its peer's copy, the VM manager takes a volume's primary

@@ -82,7 +82,11 @@ func (l *LocalClient) do(ctx context.Context, method, path string, header http.H
 // after, or after wait.
 func (l *LocalClient) View(ctx context.Context, after uint64, wait time.Duration) (LocalView, error) {
 	var v LocalView
+	sent := time.Now()
 	err := l.do(ctx, http.MethodGet, "/local/v1/view?after="+strconv.FormatUint(after, 10)+"&wait="+strconv.Itoa(int(wait/time.Second)), nil, nil, &v)
+	// The agent answered no earlier than sent+Waited: the contact it
+	// reports was no later than that minus its age.
+	v.QuorumAt = sent.Add(v.Waited - v.QuorumAge)
 	return v, err
 }
 

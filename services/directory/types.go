@@ -60,6 +60,9 @@ type Inventory struct {
 	ImageVersion string `json:"image_version,omitempty"`
 	CPUs         int    `json:"cpus,omitempty"`
 	MemoryBytes  int64  `json:"memory_bytes,omitempty"`
+	// WatchdogSeconds is the node's armed hardware watchdog timeout (0:
+	// none): the leader adds it to the node's fence bound.
+	WatchdogSeconds int `json:"watchdog_seconds,omitempty"`
 }
 
 // VM is a virtual machine's definition: what should exist, not what runs.
@@ -99,7 +102,7 @@ type VMDisk struct {
 
 // VMBoot boots a VM from a kernel rather than from its first disk: files
 // in the nodes' guest boot directory (the test guest's are
-// testguest/vmlinuz and testguest/initrd.gz).
+// testguest/vmlinux, an ELF kernel QEMU starts at its PVH entry, and testguest/initrd.gz).
 type VMBoot struct {
 	Kernel  string `json:"kernel"`
 	Initrd  string `json:"initrd,omitempty"`

@@ -161,7 +161,7 @@ func TestBenchHA(t *testing.T) {
 	// The VM manager with 20 VMs defined.
 	for i := 0; i < 20; i++ {
 		e.must("POST", "/api/v1/vms", map[string]any{"name": fmt.Sprintf("idle-%02d", i), "cpus": 1, "memory_mib": 64,
-			"boot": map[string]any{"kernel": "vmlinuz"}}, nil)
+			"boot": map[string]any{"kernel": "vmlinux"}}, nil)
 	}
 	time.Sleep(2 * time.Second)
 	rss0, cpu0 := vmmUsage(t, c.A)

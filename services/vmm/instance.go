@@ -45,9 +45,14 @@ type instance struct {
 }
 
 // startQEMU starts a VM's QEMU, with extra arguments for an incoming
-// migration, and waits until it runs (QEMU daemonizes once its devices
-// are set up, so a bad definition fails here, with QEMU's own message).
+// migration, waits until it runs (QEMU daemonizes once its devices are
+// set up, so a bad definition fails here, with QEMU's own message) and
+// tracks it. The fence lease covers it before it starts.
 func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...string) (*instance, error) {
+	if err := m.beginStart(); err != nil {
+		return nil, err
+	}
+	defer m.endStart()
 	p := paths{dir: m.vmDir(vm.Name)}
 	if err := os.RemoveAll(p.dir); err != nil {
 		return nil, err
@@ -94,6 +99,10 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 			return nil, fmt.Errorf("NIC %d: %w", i, err)
 		}
 	}
+	// Tracked before the start ends: the lease always counts it.
+	m.mu.Lock()
+	m.vms[vm.Name] = inst
+	m.mu.Unlock()
 	return inst, nil
 }
 

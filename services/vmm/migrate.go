@@ -46,9 +46,6 @@ func (m *Manager) startIncoming(ctx context.Context, vm directory.VM) error {
 		return err
 	}
 	in.incoming = true
-	m.mu.Lock()
-	m.vms[vm.Name] = in
-	m.mu.Unlock()
 	m.watch(in)
 	m.history.add(vm.Name, "incoming", fmt.Sprintf("QEMU %d waits for the VM's memory", in.pid))
 	return nil

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tandemhci/tandem/initramfs/watchdog"
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
@@ -46,6 +47,9 @@ type Config struct {
 	// Socket serves the API behind the front door.
 	Socket  string
 	Cluster *cluster.LocalClient
+	// FenceLease is where the manager promises the supervisor that its
+	// VMs stop in time (default watchdog.LeasePath).
+	FenceLease string
 	// Dialer forwards a request to the node running the VM.
 	Dialer *memberconn.Dialer
 	// ShutdownTimeout is how long a guest has to power off after the ACPI
@@ -71,9 +75,12 @@ type Manager struct {
 	problems map[string]string // why a wanted VM is not running
 	history  *history
 	kick     chan struct{}
-	// lastQuorum is when the cluster agent last said this node is in the
-	// majority.
-	lastQuorum time.Time
+	// quorumAt is this node's last contact with the cluster's majority;
+	// its VMs stop fenceAfter it (fence.go).
+	quorumAt   time.Time
+	fenceAfter time.Duration
+	starting   int        // QEMUs being started, covered by the lease
+	leaseMu    sync.Mutex // one lease write at a time
 }
 
 // New checks the configuration.
@@ -86,6 +93,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.QEMU == "" {
 		cfg.QEMU = qemu.System
+	}
+	if cfg.FenceLease == "" {
+		cfg.FenceLease = watchdog.LeasePath
 	}
 	if cfg.Bridge == "" {
 		cfg.Bridge = "br-mgmt"
@@ -111,11 +121,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			return fmt.Errorf("vmm: %w", err)
 		}
 	}
-	// A guest adopted on a node that turns out to be cut off is fenced
-	// like any other once the bound has passed from here.
-	m.mu.Lock()
-	m.lastQuorum = time.Now()
-	m.mu.Unlock()
+	m.initQuorum()
 	m.adoptAll()
 	l, err := frontdoor.ListenSocket(m.cfg.Socket)
 	if err != nil {
@@ -124,6 +130,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return frontdoor.ServeSocket(gctx, l, m.Handler(), m.log) })
 	g.Go(func() error { m.follow(gctx); return nil })
+	g.Go(func() error { m.fenceLoop(gctx); return nil })
 	err = g.Wait()
 	m.mu.Lock()
 	for _, in := range m.vms {
@@ -183,7 +190,6 @@ func (m *Manager) poke() {
 // follow long-polls the directory and reconciles on every change, when a
 // QEMU exits, and every few seconds.
 func (m *Manager) follow(ctx context.Context) {
-	views := make(chan cluster.LocalView)
 	go func() {
 		var after uint64
 		for ctx.Err() == nil {
@@ -197,10 +203,10 @@ func (m *Manager) follow(ctx context.Context) {
 				continue
 			}
 			after = v.Index
-			select {
-			case views <- v:
-			case <-ctx.Done():
-			}
+			// Noted here, not in the loop below, which may be busy
+			// starting a VM: the fence counts on every contact.
+			m.noteView(v)
+			m.poke()
 		}
 	}()
 	tick := time.NewTicker(time.Second)
@@ -209,13 +215,6 @@ func (m *Manager) follow(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case v := <-views:
-			m.mu.Lock()
-			m.view = v
-			if v.Quorum {
-				m.lastQuorum = time.Now()
-			}
-			m.mu.Unlock()
 		case <-m.kick:
 		case <-tick.C:
 		}
@@ -231,8 +230,8 @@ func (m *Manager) reconcile(ctx context.Context) {
 	if !view.InCluster || view.Self == "" {
 		return
 	}
-	if m.fence(view) {
-		return
+	if out, _ := m.outOfQuorum(); out {
+		return // fenceLoop stops what runs; nothing starts
 	}
 	want := map[string]directory.VM{}     // to run here
 	incoming := map[string]directory.VM{} // migrating here
@@ -358,28 +357,6 @@ func (m *Manager) follow1(ctx context.Context, in *instance, vm directory.VM) {
 	}
 }
 
-// fence stops every VM at once when this node has been out of the
-// cluster's majority for the bound the survivor waits on before it
-// restarts them: the two copies of a VM must never run at once.
-func (m *Manager) fence(view cluster.LocalView) bool {
-	m.mu.Lock()
-	last := m.lastQuorum
-	m.mu.Unlock()
-	if last.IsZero() || time.Since(last) <= view.FenceAfter {
-		return false
-	}
-	for _, name := range m.names() {
-		in := m.instance(name)
-		if in.gone() || !in.beginStop() {
-			continue
-		}
-		in.kill()
-		m.history.add(name, "fenced", fmt.Sprintf("this node was out of the cluster's majority for %.1fs: VM stopped so that another node may run it", time.Since(last).Seconds()))
-		m.log.Warn("fenced: VM stopped, this node lost the cluster", "vm", name)
-	}
-	return true
-}
-
 func findVM(vms []directory.VM, name string) (directory.VM, bool) {
 	for _, vm := range vms {
 		if vm.Name == name {
@@ -454,9 +431,6 @@ func (m *Manager) start(ctx context.Context, vm directory.VM) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	m.vms[vm.Name] = in
-	m.mu.Unlock()
 	m.watch(in)
 	m.history.add(vm.Name, "started", fmt.Sprintf("QEMU %d (%d CPUs, %d MiB, %s)", in.pid, vm.CPUs, vm.MemoryMiB, m.acc.Get(ctx).Name()))
 	m.log.Info("VM started", "vm", vm.Name, "pid", in.pid)

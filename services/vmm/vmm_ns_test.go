@@ -11,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandemhci/tandem/initramfs/watchdog"
 
 	"github.com/tandemhci/tandem/services/cluster/clustertest"
 	"github.com/tandemhci/tandem/services/directory"
@@ -99,7 +102,7 @@ func (e *env) counterVMAt(name, node, ip string, ha bool) directory.VM {
 		"name": name, "cpus": 1, "memory_mib": 128,
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
-		"boot":  map[string]any{"kernel": "vmlinuz", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + ip + "/24"},
+		"boot":  map[string]any{"kernel": "vmlinux", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + ip + "/24"},
 		"start": true, "node": node, "ha": ha,
 	}, &vm)
 	return vm
@@ -255,10 +258,10 @@ func TestLifecycle(t *testing.T) {
 	// Bad definitions are refused with a reason.
 	for name, body := range map[string]map[string]any{
 		"missing volume": {"name": "bad", "cpus": 1, "memory_mib": 64, "disks": []map[string]any{{"volume": "nope"}}},
-		"zero memory":    {"name": "bad", "cpus": 1, "memory_mib": 0, "boot": map[string]any{"kernel": "vmlinuz"}},
-		"name clash":     {"name": "web", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}},
-		"bad network":    {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "nics": []map[string]any{{"network": "dmz"}}},
-		"unknown field":  {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "gpu": true},
+		"zero memory":    {"name": "bad", "cpus": 1, "memory_mib": 0, "boot": map[string]any{"kernel": "vmlinux"}},
+		"name clash":     {"name": "web", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinux"}},
+		"bad network":    {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinux"}, "nics": []map[string]any{{"network": "dmz"}}},
+		"unknown field":  {"name": "bad", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinux"}, "gpu": true},
 	} {
 		code, err := c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vms", body, nil)
 		if code/100 != 4 || err == nil {
@@ -412,6 +415,41 @@ func TestHA(t *testing.T) {
 	if fenced.IsZero() || started.IsZero() || !fenced.Before(started) {
 		t.Fatalf("the isolated node stopped its copy at %v, the survivor started one at %v: they may have run at once", fenced, started)
 	}
+
+	// 3. node-a's VM manager hangs and node-a is cut off: nothing stops
+	// its QEMU, so its fence lease lapses within the bound and the
+	// supervisor withholds the watchdog (read here as the supervisor
+	// reads it), which resets the node. Once the manager goes on it
+	// fences the VM itself and the lease holds nothing.
+	nstest.WaitFor(t, 60*time.Second, "node-b's copy up to date", func() bool {
+		var v directory.Volume
+		return e.do("GET", "/api/v1/volumes/db-disk", nil, &v) == nil && v.Copies[nodeID(t, c.B)] == directory.CopyUpToDate
+	})
+	lease := filepath.Join(c.A.Dir, "fence-lease")
+	l, ok, err := watchdog.ReadLease(lease)
+	if err != nil || !ok || l.VMs != 1 {
+		t.Fatalf("node-a's lease while it runs db: %+v %v %v", l, ok, err)
+	}
+	bound := l.Deadline - l.QuorumAt
+	c.A.Signal("tandem-vmm", syscall.SIGSTOP)
+	cut = time.Now()
+	c.Isolate(c.A)
+	var lapsed time.Duration
+	nstest.WaitFor(t, 30*time.Second, "node-a's fence lease to lapse", func() bool {
+		lapsed = time.Since(cut)
+		return watchdog.LeaseProblem(lease, watchdog.Monotonic()) != nil
+	})
+	c.A.Signal("tandem-vmm", syscall.SIGCONT)
+	t.Logf("node-a's VM manager hung and node-a cut off: its lease lapsed after %.1fs (bound %.1fs after the last contact): the watchdog would reset it",
+		lapsed.Seconds(), bound.Seconds())
+	if lapsed > bound+time.Second {
+		t.Errorf("the lease lapsed %.1fs after the cut, past its bound of %.1fs", lapsed.Seconds(), bound.Seconds())
+	}
+	nstest.WaitFor(t, 30*time.Second, "node-a's manager to fence its VM and release the lease", func() bool {
+		l, _, err := watchdog.ReadLease(lease)
+		return err == nil && l.VMs == 0 && watchdog.LeaseProblem(lease, watchdog.Monotonic()) == nil
+	})
+	c.Heal()
 }
 
 // TestLiveMigration: the guest moves to the other node and back while a
@@ -521,7 +559,7 @@ func TestMaintenanceAndAdmission(t *testing.T) {
 	}
 	// Nothing new lands on a node in maintenance.
 	code, err := c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vms", map[string]any{
-		"name": "new", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinuz"}, "node": "node-a"}, nil)
+		"name": "new", "cpus": 1, "memory_mib": 64, "boot": map[string]any{"kernel": "vmlinux"}, "node": "node-a"}, nil)
 	if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(err), "maintenance") {
 		t.Errorf("a VM placed on a node in maintenance: %d %v", code, err)
 	}

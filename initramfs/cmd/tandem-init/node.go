@@ -34,6 +34,7 @@ type node struct {
 	mu            sync.Mutex
 	problems      []string
 	watchdogState string
+	watchdogArmed time.Duration // the armed watchdog's timeout
 	finalAction   string
 }
 
@@ -62,20 +63,21 @@ func (n *node) setFinalAction(a string) {
 func (n *node) Node() statusapi.Node {
 	n.mu.Lock()
 	problems := append([]string(nil), n.problems...)
-	wd := n.watchdogState
+	wd, wdTimeout := n.watchdogState, n.watchdogArmed
 	n.mu.Unlock()
 	return statusapi.Node{
-		Name:          n.hostname,
-		Board:         n.board.Name,
-		Version:       n.version,
-		Slot:          n.slot,
-		BootedAt:      n.bootedAt,
-		UptimeSeconds: time.Since(n.bootedAt).Seconds(),
-		DataMounted:   n.dataMounted,
-		Watchdog:      wd,
-		Interfaces:    n.net.Interfaces(),
-		Services:      n.sup.Services(),
-		Problems:      problems,
+		Name:                   n.hostname,
+		Board:                  n.board.Name,
+		Version:                n.version,
+		Slot:                   n.slot,
+		BootedAt:               n.bootedAt,
+		UptimeSeconds:          time.Since(n.bootedAt).Seconds(),
+		DataMounted:            n.dataMounted,
+		Watchdog:               wd,
+		WatchdogTimeoutSeconds: int(wdTimeout / time.Second),
+		Interfaces:             n.net.Interfaces(),
+		Services:               n.sup.Services(),
+		Problems:               problems,
 	}
 }
 
@@ -110,8 +112,9 @@ func (n *node) Power(action string) error {
 const shutdownPetLimit = 90 * time.Second
 
 // runWatchdog pets the board's watchdog every third of its timeout while
-// the critical services are healthy, and unconditionally (for a bounded
-// time) once shutdown has begun. It disarms the watchdog at the end only
+// the critical services are healthy and the VM manager's fence lease
+// holds, and regardless of the services (for a bounded time) once
+// shutdown has begun. It disarms the watchdog at the end only
 // for a power-off.
 func (n *node) runWatchdog(ctx context.Context, shutdown <-chan struct{}) {
 	wb := n.board.Watchdog
@@ -133,6 +136,9 @@ func (n *node) runWatchdog(ctx context.Context, shutdown <-chan struct{}) {
 	}
 	grace := n.settings.Duration(settings.KeyWatchdogGrace)
 	n.log.Info("watchdog armed", "device", wb.Device, "timeout", dev.Timeout(), "grace", grace)
+	n.mu.Lock()
+	n.watchdogArmed = dev.Timeout()
+	n.mu.Unlock()
 	n.setWatchdogState("armed")
 	tick := time.NewTicker(dev.Timeout() / 3)
 	defer tick.Stop()
@@ -161,6 +167,11 @@ func (n *node) runWatchdog(ctx context.Context, shutdown <-chan struct{}) {
 			reason = n.sup.Health(grace)
 		} else if time.Since(shutdownSince) > shutdownPetLimit {
 			reason = fmt.Errorf("shutdown has taken over %v", shutdownPetLimit)
+		}
+		if reason == nil {
+			// The fence backstop: VMs past their lease reset the node
+			// within the timeout, which is what the survivor counts on.
+			reason = watchdog.LeaseProblem(watchdog.LeasePath, watchdog.Monotonic())
 		}
 		if reason != nil {
 			if !withheld {

@@ -242,7 +242,7 @@ func (m *Member) storageArgs() []string {
 func (m *Member) vmmArgs() []string {
 	return []string{"tandem-vmm", "-run", m.Dir + "/vms", "-state", m.Dir + "/vmm", "-boot", m.c.opts.BootDir, "-nbd", m.NBDSocket(),
 		"-bridge", m.LAN, "-socket", m.Dir + "/vmm.sock", "-cluster", m.Dir + "/cluster.sock", "-member-tls", m.Dir + "/cluster/tls",
-		"-shutdown-timeout", "10s"}
+		"-shutdown-timeout", "10s", "-fence-lease", m.Dir + "/fence-lease"}
 }
 
 // StartVMM starts the member's VM manager again (after KillProcess).
@@ -319,6 +319,16 @@ func (m *Member) KillProcess(name string) {
 	_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
 	_ = p.Wait()
 	delete(m.procs, name)
+}
+
+// Signal sends sig to a process the member runs (SIGSTOP hangs it,
+// SIGCONT lets it go on).
+func (m *Member) Signal(name string, sig syscall.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.procs[name]; p != nil {
+		_ = syscall.Kill(-p.Process.Pid, sig)
+	}
 }
 
 // PowerOff is a power cut: every process dies, the links go down, and

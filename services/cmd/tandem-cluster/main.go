@@ -125,7 +125,7 @@ func inventory(sup *statusapi.Client) func() directory.Inventory {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if n, err := sup.Node(ctx); err == nil {
-			inv.Board, inv.ImageVersion = n.Board, n.Version
+			inv.Board, inv.ImageVersion, inv.WatchdogSeconds = n.Board, n.Version, n.WatchdogTimeoutSeconds
 		}
 		cached, at = inv, time.Now()
 		return inv

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tandemhci/tandem/initramfs/watchdog"
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/pki"
@@ -30,6 +31,7 @@ func Main(args []string) int {
 	clusterSocket := fs.String("cluster", "/run/tandem/cluster.sock", "the cluster agent's socket")
 	tlsDir := fs.String("member-tls", "/data/cluster/tls", "the member certificate and cluster CA, written by the cluster agent")
 	qemuBin := fs.String("qemu", qemu.System, "the system emulator")
+	fenceLease := fs.String("fence-lease", watchdog.LeasePath, "where the VM manager promises the supervisor that its VMs stop once the node loses the cluster")
 	shutdown := fs.Duration("shutdown-timeout", 60*time.Second, "how long a guest has to power off after the ACPI button")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -45,7 +47,7 @@ func Main(args []string) int {
 	}
 	m, err := vmm.New(vmm.Config{
 		RunDir: *runDir, StateDir: *stateDir, BootDir: *bootDir, NBDSocket: *nbdSocket, Bridge: *bridge, QEMU: *qemuBin,
-		Socket: *socket, Cluster: cluster.NewLocalClient(*clusterSocket),
+		Socket: *socket, Cluster: cluster.NewLocalClient(*clusterSocket), FenceLease: *fenceLease,
 		Dialer:          &memberconn.Dialer{Self: self, Live: live, PerAddress: 700 * time.Millisecond},
 		ShutdownTimeout: *shutdown, Logger: log,
 	})
