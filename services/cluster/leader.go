@@ -262,10 +262,13 @@ type heartbeats struct {
 
 func newHeartbeats() *heartbeats { return &heartbeats{failing: map[string]time.Time{}} }
 
-func (h *heartbeats) failed(id string, lastContact time.Time) {
+// failed records a failed heartbeat; true when id was not failing yet.
+func (h *heartbeats) failed(id string, lastContact time.Time) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, already := h.failing[id]
 	h.failing[id] = lastContact
+	return !already
 }
 
 func (h *heartbeats) resumed(id string) {
@@ -435,7 +438,6 @@ func (a *Agent) observe(r *raft.Raft) {
 		return false
 	}))
 	go func() {
-		failing := map[raft.ServerID]bool{} // log transitions, not every retry
 		for {
 			select {
 			case <-a.ctx.Done():
@@ -443,14 +445,12 @@ func (a *Agent) observe(r *raft.Raft) {
 			case o := <-ch:
 				switch d := o.Data.(type) {
 				case raft.FailedHeartbeatObservation:
-					a.heartbeats.failed(string(d.PeerID), d.LastContact)
-					if !failing[d.PeerID] {
+					// Log the transition, not every retry.
+					if a.heartbeats.failed(string(d.PeerID), d.LastContact) {
 						a.log.Warn("peer missed heartbeats", "peer", d.PeerID, "last_contact", d.LastContact)
 					}
-					failing[d.PeerID] = true
 				case raft.ResumedHeartbeatObservation:
 					a.heartbeats.resumed(string(d.PeerID))
-					delete(failing, d.PeerID)
 					a.log.Info("peer heartbeats resumed", "peer", d.PeerID)
 				case raft.LeaderObservation:
 					a.log.Info("leader", "id", d.LeaderID, "term", r.CurrentTerm())

@@ -142,12 +142,27 @@ func (a *Agent) handleVMs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleVM(w http.ResponseWriter, r *http.Request) {
-	vm, ok := a.Directory().VM(r.PathValue("name"))
-	if !ok {
-		apiError(w, fmt.Errorf("VM %s: %w", r.PathValue("name"), directory.ErrNotFound))
-		return
+	if vm, ok := a.vmOrNotFound(w, r.PathValue("name")); ok {
+		frontdoor.WriteJSON(w, http.StatusOK, vm)
 	}
-	frontdoor.WriteJSON(w, http.StatusOK, vm)
+}
+
+// vmOrNotFound finds a VM, or answers that it does not exist.
+func (a *Agent) vmOrNotFound(w http.ResponseWriter, name string) (directory.VM, bool) {
+	vm, ok := a.Directory().VM(name)
+	if !ok {
+		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
+	}
+	return vm, ok
+}
+
+// askedNode resolves the node a request names (by name or ID); none
+// named is "".
+func (a *Agent) askedNode(nameOrID string) (string, error) {
+	if nameOrID == "" {
+		return "", nil
+	}
+	return a.nodeID(nameOrID)
 }
 
 func (a *Agent) handleCreateVM(w http.ResponseWriter, r *http.Request) {
@@ -157,14 +172,10 @@ func (a *Agent) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	vm := req.vm()
 	if req.Start || req.Node != "" {
-		asked := ""
-		if req.Node != "" {
-			id, err := a.nodeID(req.Node)
-			if err != nil {
-				apiError(w, err)
-				return
-			}
-			asked = id
+		asked, err := a.askedNode(req.Node)
+		if err != nil {
+			apiError(w, err)
+			return
 		}
 		caps := capacities(a.Directory(), vm.Name)
 		node, err := place(caps, vm, asked)
@@ -193,9 +204,8 @@ func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	old, ok := a.Directory().VM(name)
+	old, ok := a.vmOrNotFound(w, name)
 	if !ok {
-		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
 		return
 	}
 	if req.Name != "" && req.Name != name {
@@ -205,12 +215,7 @@ func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
 	req.Name = name
 	vm := req.vm()
 	vm.Node, vm.Running, vm.Template = old.Node, old.Running, old.Template
-	if err := a.putVM(r, vm, old.Generation, req.ExpectedGeneration); err != nil {
-		apiError(w, err)
-		return
-	}
-	vm, _ = a.Directory().VM(name)
-	frontdoor.WriteJSON(w, http.StatusOK, vm)
+	a.putVMAndAnswer(w, r, vm, old.Generation, req.ExpectedGeneration, http.StatusOK)
 }
 
 func (a *Agent) putVM(r *http.Request, vm directory.VM, current, expected int64) error {
@@ -220,6 +225,17 @@ func (a *Agent) putVM(r *http.Request, vm directory.VM, current, expected int64)
 	_, err := a.propose(directory.TypeVMPut, actor(r), clientAddr(r), directory.VMPutPayload{
 		Op: directory.VMOp{Op: directory.OpUpdate, ExpectedGeneration: expected}, VM: vm})
 	return err
+}
+
+// putVMAndAnswer records a VM's new definition, unless it changed since
+// expected (current when 0), and answers it as committed with code.
+func (a *Agent) putVMAndAnswer(w http.ResponseWriter, r *http.Request, vm directory.VM, current, expected int64, code int) {
+	if err := a.putVM(r, vm, current, expected); err != nil {
+		apiError(w, err)
+		return
+	}
+	vm, _ = a.Directory().VM(vm.Name)
+	frontdoor.WriteJSON(w, code, vm)
 }
 
 func (a *Agent) handleDeleteVM(w http.ResponseWriter, r *http.Request) {
@@ -246,19 +262,17 @@ func (a *Agent) handleStartVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	vm, ok := a.Directory().VM(name)
+	vm, ok := a.vmOrNotFound(w, name)
 	if !ok {
-		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
 		return
 	}
-	asked := vm.Node
-	if req.Node != "" {
-		id, err := a.nodeID(req.Node)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		asked = id
+	asked, err := a.askedNode(req.Node)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	if asked == "" {
+		asked = vm.Node
 	}
 	if vm.Running && (req.Node == "" || asked == vm.Node) {
 		frontdoor.WriteJSON(w, http.StatusOK, vm)
@@ -281,12 +295,7 @@ func (a *Agent) handleStartVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.Node, vm.Running, vm.StopForce = node, true, false
-	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
-		apiError(w, err)
-		return
-	}
-	vm, _ = a.Directory().VM(name)
-	frontdoor.WriteJSON(w, http.StatusOK, vm)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK)
 }
 
 // StopRequest stops a VM: an ACPI shutdown (with the VM manager's
@@ -300,10 +309,8 @@ func (a *Agent) handleStopVM(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 && !decode(w, r, &req) {
 		return
 	}
-	name := r.PathValue("name")
-	vm, ok := a.Directory().VM(name)
+	vm, ok := a.vmOrNotFound(w, r.PathValue("name"))
 	if !ok {
-		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
 		return
 	}
 	if !vm.Running && vm.StopForce == req.Force {
@@ -311,12 +318,7 @@ func (a *Agent) handleStopVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.Running, vm.StopForce, vm.MigrateTo = false, req.Force, ""
-	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
-		apiError(w, err)
-		return
-	}
-	vm, _ = a.Directory().VM(name)
-	frontdoor.WriteJSON(w, http.StatusOK, vm)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK)
 }
 
 // MigrateRequest moves a running VM to another node, live.
@@ -330,9 +332,8 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	vm, ok := a.Directory().VM(name)
+	vm, ok := a.vmOrNotFound(w, name)
 	if !ok {
-		apiError(w, fmt.Errorf("VM %s: %w", name, directory.ErrNotFound))
 		return
 	}
 	if !vm.Running {
@@ -344,15 +345,12 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	caps := capacities(a.Directory(), name)
-	asked := ""
-	if req.Node != "" {
-		id, err := a.nodeID(req.Node)
-		if err != nil {
-			apiError(w, err)
-			return
-		}
-		asked = id
-	} else {
+	asked, err := a.askedNode(req.Node)
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	if asked == "" {
 		for _, c := range caps {
 			if c.Node != vm.Node {
 				asked = c.Node
@@ -370,12 +368,7 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.MigrateTo = target
-	if err := a.putVM(r, vm, vm.Generation, 0); err != nil {
-		apiError(w, err)
-		return
-	}
-	vm, _ = a.Directory().VM(name)
-	frontdoor.WriteJSON(w, http.StatusAccepted, vm)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusAccepted)
 }
 
 // admitHA checks vSphere-style failover capacity before an HA VM starts
