@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 )
 
@@ -125,20 +124,24 @@ func readModuleSet(modDir string) (*moduleSet, error) {
 }
 
 // closure returns the relative paths of the named modules and everything
-// they depend on, sorted. Built-in modules need nothing. Unknown names are
-// errors that name the board key.
+// they depend on, in an order they can be loaded in: each module after
+// its dependencies (a module loaded before them is read, relocated and
+// refused, which under TCG costs as much as loading it). Built-in modules
+// need nothing. Unknown names are errors that name the board key.
 func (ms *moduleSet) closure(names []string, boardFile string) ([]string, error) {
 	var errs []error
-	want := map[string]bool{}
+	seen := map[string]bool{}
+	var order []string
 	var visit func(path string)
 	visit = func(path string) {
-		if want[path] {
+		if seen[path] {
 			return
 		}
-		want[path] = true
+		seen[path] = true
 		for _, d := range ms.deps[path] {
 			visit(d)
 		}
+		order = append(order, path)
 	}
 	for i, n := range names {
 		// The loader at boot (u-root's kmodule) looks a name up with every
@@ -159,12 +162,7 @@ func (ms *moduleSet) closure(names []string, boardFile string) ([]string, error)
 			errs = append(errs, fmt.Errorf("%s: modules[%d]: kernel %s has no module %q that the boot-time loader can find by that name", boardFile, i, kernelRelease, n))
 		}
 	}
-	out := make([]string, 0, len(want))
-	for p := range want {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out, errors.Join(errs...)
+	return order, errors.Join(errs...)
 }
 
 // stageModules copies the board's modules and their dependencies into

@@ -32,7 +32,8 @@ func TestModuleClosure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "kernel/drivers/net/virtio_net.ko kernel/drivers/watchdog/iTCO_wdt.ko kernel/fs/ext4/ext4.ko kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko kernel/net/core/failover.ko"
+	// Each module after what it depends on, in the order asked.
+	want := "kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko kernel/fs/ext4/ext4.ko kernel/net/core/failover.ko kernel/drivers/net/virtio_net.ko kernel/drivers/watchdog/iTCO_wdt.ko"
 	if strings.Join(got, " ") != want {
 		t.Errorf("closure\n got %v\nwant %v", got, want)
 	}
@@ -68,7 +69,7 @@ func TestStagedModulesDepFormat(t *testing.T) {
 		t.Fatalf("staged %d: %v", n, err)
 	}
 	dep, _ := os.ReadFile(filepath.Join(stage, "lib/modules", kernelRelease, "modules.dep"))
-	want := "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\nkernel/fs/jbd2/jbd2.ko:\nkernel/fs/mbcache.ko:\nkernel/lib/crc16.ko:\n"
+	want := "kernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2/jbd2.ko:\nkernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n"
 	if string(dep) != want {
 		t.Errorf("modules.dep\n%q\nwant\n%q", dep, want)
 	}

@@ -17,6 +17,12 @@ import (
 // TestGuestIP is where the box's test guest answers on the site network.
 const TestGuestIP = LANPrefix + "50"
 
+// TestGuestBootOptions make the test guest's kernel boot a quarter
+// faster under TCG (3.7 s to 2.8 s; a QEMU inside a TCG node multiplies
+// both by some sixty): no kernel messages on the emulated UART but
+// errors, and no self-tests of crypto algorithms the guest never uses.
+const TestGuestBootOptions = "quiet cryptomgr.notests"
+
 // CreateTestGuest defines the test guest (images/testguest, shipped in
 // the image) as an HA VM with a replicated disk, started on node, unless
 // it exists.
@@ -36,7 +42,7 @@ func (b *Box) CreateTestGuest(ctx context.Context, cr Credentials, name, node st
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
 		"boot": map[string]any{"kernel": "testguest/vmlinux", "initrd": "testguest/initrd.gz",
-			"cmdline": "tandem.ip=" + TestGuestIP + "/24 tandem.gw=" + HostIP},
+			"cmdline": TestGuestBootOptions + " tandem.ip=" + TestGuestIP + "/24 tandem.gw=" + HostIP},
 	}, &vm)
 	return vm, err
 }
