@@ -4,7 +4,8 @@
 // It loads the virtio modules, sets the address the kernel command line
 // gives (tandem.ip=ADDR/PREFIX, tandem.gw=GW), and serves an HTTP counter
 // on port 80 whose count lives on the first disk: every GET / adds one,
-// writes it through to the disk and only then answers. A guest restarted
+// writes it through to the disk and only then answers. GET /hw tells the
+// hardware it sees (hardware.go), and the ACPI power button powers it off. A guest restarted
 // on another node from the replicated disk counts on from where it was.
 package main
 
@@ -64,6 +65,8 @@ func run() error {
 	if err := configureNetwork(args["tandem.ip"], args["tandem.gw"]); err != nil {
 		return err
 	}
+	go onlineHotplugged()
+	go watchPowerButton(c)
 	fmt.Printf("TESTGUEST READY count=%d disk=%s ip=%s\n", c.value(), disk, args["tandem.ip"])
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
@@ -77,11 +80,13 @@ func run() error {
 	mux.HandleFunc("GET /peek", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "count %d\n", c.value())
 	})
+	mux.HandleFunc("GET /hw", serveHardware)
 	return http.ListenAndServe(":80", mux)
 }
 
-// loadModules loads every module under dir, retrying those whose
-// dependencies were not loaded yet.
+// loadModules loads every module under dir in the order of their names
+// (the image builder numbers them dependencies first), retrying any that
+// failed in case a dependency came later.
 func loadModules(dir string) {
 	var mods []string
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
