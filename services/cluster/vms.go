@@ -213,6 +213,14 @@ func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Name = name
+	// A NIC given without a MAC keeps the one it had: the guest's
+	// addresses and the site's DHCP leases follow the MAC.
+	req.NICs = slices.Clone(req.NICs)
+	for i := range req.NICs {
+		if i < len(old.NICs) && req.NICs[i].MAC == "" {
+			req.NICs[i].MAC = old.NICs[i].MAC
+		}
+	}
 	vm := req.vm()
 	vm.Node, vm.Running, vm.Template = old.Node, old.Running, old.Template
 	a.putVMAndAnswer(w, r, vm, old.Generation, req.ExpectedGeneration, http.StatusOK)

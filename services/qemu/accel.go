@@ -38,6 +38,15 @@ func (a Accelerator) Args() []string {
 	return []string{"-accel", "tcg,thread=multi", "-cpu", "max"}
 }
 
+// CPUDevice is the device type of one vCPU of the model Args chooses,
+// for CPUs added as devices.
+func (a Accelerator) CPUDevice() string {
+	if a.KVM {
+		return "host-x86_64-cpu"
+	}
+	return "max-x86_64-cpu"
+}
+
 // Probe finds out whether KVM works here. /dev/kvm alone is not enough:
 // under nested virtualisation that lacks features QEMU aborts while
 // setting up a "-cpu host" vCPU, so a real QEMU is started paused and must

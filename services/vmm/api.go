@@ -26,6 +26,13 @@ type VMStatus struct {
 	Generation int64     `json:"generation,omitempty"` // of the definition it runs
 	Accel      string    `json:"accel,omitempty"`
 	Problem    string    `json:"problem,omitempty"`
+	// The hardware it runs, and the edits of its definition that apply
+	// only when it next starts.
+	CPUs      int      `json:"cpus,omitempty"`
+	MemoryMiB int      `json:"memory_mib,omitempty"`
+	Disks     int      `json:"disks,omitempty"`
+	NICs      int      `json:"nics,omitempty"`
+	Pending   []string `json:"pending,omitempty"`
 }
 
 // Handler serves the VM manager's API: the runtime side of the VMs this
@@ -39,6 +46,7 @@ func (m *Manager) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/history", user(viewer, m.onNode(m.handleHistory)))
 	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/serial.log", user(viewer, m.onNode(m.handleSerialLog)))
 	mux.HandleFunc("POST /api/v1/vmm/vms/{name}/reset", user(operator, m.onNode(m.handleReset)))
+	mux.HandleFunc("POST /api/v1/vmm/vms/{name}/reboot", user(operator, m.onNode(m.handleReboot)))
 	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/console/{kind}", user(operator, m.onNode(m.handleConsole)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -97,13 +105,19 @@ func (m *Manager) onNode(next http.HandlerFunc) http.HandlerFunc {
 
 func (m *Manager) status(name string) VMStatus {
 	m.mu.Lock()
-	self := m.view.Self
+	view := m.view
 	problem := m.problems[name]
 	m.mu.Unlock()
+	self := view.Self
 	st := VMStatus{Name: name, Node: self, State: "stopped", Problem: problem}
 	if in := m.instance(name); in != nil {
 		status, _, _ := in.state()
-		st.State, st.PID, st.Started, st.Generation = status, in.pid, in.started, in.def.Generation
+		run := in.definition()
+		st.State, st.PID, st.Started, st.Generation = status, in.pid, in.started, run.Generation
+		st.CPUs, st.MemoryMiB, st.Disks, st.NICs = run.CPUs, run.MemoryMiB, len(run.Disks), len(run.NICs)
+		if want, ok := findVM(view.VMs, name); ok {
+			st.Pending = pendingEdits(run, want)
+		}
 		st.Accel = m.acc.Get(context.Background()).Name()
 	}
 	return st
@@ -162,6 +176,40 @@ func (m *Manager) handleReset(w http.ResponseWriter, r *http.Request) {
 	}
 	m.history.add(name, "reset", "hard reset by "+r.Header.Get(frontdoor.HeaderClient))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleReboot shuts the guest down (ACPI, then power-off after the
+// shutdown timeout) and starts it again on this node with its current
+// definition, which applies pending edits: Proxmox's reboot. The answer
+// comes at once; the history tells how it went.
+func (m *Manager) handleReboot(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	in := m.instance(name)
+	if in == nil {
+		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+		return
+	}
+	in.mu.Lock()
+	busy := in.incoming || in.migrating
+	in.mu.Unlock()
+	if busy {
+		frontdoor.WriteError(w, http.StatusConflict, "migrating", fmt.Sprintf("VM %s is migrating: reboot it when it has arrived", name))
+		return
+	}
+	// Marked as stopping, its end is neither a crash nor the user's
+	// power-off: the reconcile loop starts it again.
+	if !in.beginStop() {
+		frontdoor.WriteError(w, http.StatusConflict, "stopping", fmt.Sprintf("VM %s is already shutting down", name))
+		return
+	}
+	m.history.add(name, "reboot", "asked by "+r.Header.Get(frontdoor.HeaderClient))
+	go func() {
+		how := in.stop(false, m.cfg.ShutdownTimeout)
+		m.history.add(name, "stopped", how+"; starting again")
+		m.log.Info("VM rebooting", "vm", name, "how", how)
+		m.poke()
+	}()
+	frontdoor.WriteJSON(w, http.StatusAccepted, map[string]string{"vm": name, "action": "reboot"})
 }
 
 var upgrader = websocket.Upgrader{

@@ -41,7 +41,10 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 		"-name", qemuOptionValue(vm.Name) + ",process=tandem-vm-" + qemuOptionValue(vm.Name),
 		"-machine", "q35",
 		"-m", fmt.Sprintf("%d", vm.MemoryMiB),
-		"-smp", fmt.Sprintf("%d", vm.CPUs),
+		// One CPU at boot, the others as devices: the same hardware as a
+		// VM that got them by hot-add (hotplug.go), which a migration
+		// between the two needs.
+		"-smp", fmt.Sprintf("1,sockets=1,cores=%d,threads=1,maxcpus=%d", maxCPUs(vm), maxCPUs(vm)),
 		"-nodefaults", "-no-user-config",
 		"-display", "none",
 		"-vga", "std",
@@ -55,17 +58,28 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 		"-daemonize",
 	}
 	args = append(args, acc.Args()...)
+	for i := 1; i < vm.CPUs; i++ {
+		args = append(args, "-device", fmt.Sprintf("%s,id=cpu%d,socket-id=0,core-id=%d,thread-id=0", acc.CPUDevice(), i, i))
+	}
+	// Root ports for every disk and NIC the VM may have (hotplug.go). No
+	// I/O port window: virtio needs none, and 24 would not fit in 64 KiB.
+	for i := 0; i < diskSlots; i++ {
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=pd%d,chassis=%d,io-reserve=0", i, 1+i))
+	}
+	for i := 0; i < nicSlots; i++ {
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=pn%d,chassis=%d,io-reserve=0", i, 1+diskSlots+i))
+	}
 	for i, d := range vm.Disks {
 		id := fmt.Sprintf("disk%d", i)
 		args = append(args,
 			"-drive", fmt.Sprintf("driver=raw,if=none,id=%s,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,cache.direct=off,discard=unmap",
 				id, qemuOptionValue(nbdSocket), qemuOptionValue(d.Volume)),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bootindex=%d", id, i, i+1))
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bus=pd%d,bootindex=%d", id, i, i, i+1))
 	}
 	for i, n := range vm.NICs {
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, tapName(vm.Name, i)),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d", i, n.MAC, i))
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d,bus=pn%d", i, n.MAC, i, i))
 	}
 	if b := vm.Boot; b != nil {
 		args = append(args, "-kernel", filepath.Join(bootDir, b.Kernel))

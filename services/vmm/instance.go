@@ -29,18 +29,18 @@ type instance struct {
 	name string
 	p    paths
 	pid  int
-	def  directory.VM // the definition it was started with
 
 	mon  *qmp.SocketMonitor
 	raw  *raw.Monitor
 	done chan struct{} // closed when QEMU is gone (its QMP socket closed)
 
 	mu        sync.Mutex
-	status    string // QEMU's run state: running, paused, shutdown, …
-	guestOff  bool   // the guest powered itself off
-	stopping  bool   // this manager asked it to stop
-	incoming  bool   // it waits for (or has received) a migrating VM
-	migrating bool   // it is sending its VM to another node
+	def       directory.VM // what it runs: its start's definition and hot-adds since
+	status    string       // QEMU's run state: running, paused, shutdown, …
+	guestOff  bool         // the guest powered itself off
+	stopping  bool         // this manager asked it to stop
+	incoming  bool         // it waits for (or has received) a migrating VM
+	migrating bool         // it is sending its VM to another node
 	started   time.Time
 }
 
@@ -60,8 +60,7 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return nil, err
 	}
-	def, _ := json.Marshal(vm)
-	if err := os.WriteFile(p.def(), def, 0o600); err != nil {
+	if err := writeDefinition(p, vm); err != nil {
 		return nil, err
 	}
 	acc := m.acc.Get(ctx)
@@ -92,7 +91,8 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 		}
 		return nil, err
 	}
-	inst.def, inst.started = vm, time.Now()
+	inst.setDefinition(vm)
+	inst.started = time.Now()
 	for i := range vm.NICs {
 		if err := m.plugTap(tapName(vm.Name, i)); err != nil {
 			inst.kill()
@@ -160,6 +160,34 @@ func (in *instance) event(e qmp.Event) {
 	case "RESUME":
 		in.status = "running"
 	}
+}
+
+// definition is what the QEMU runs.
+func (in *instance) definition() directory.VM {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.def
+}
+
+// setDefinition records what the QEMU runs, also in its run folder: a
+// restarted manager adopts the QEMU with it.
+func (in *instance) setDefinition(vm directory.VM) {
+	in.mu.Lock()
+	in.def = vm
+	in.mu.Unlock()
+	_ = writeDefinition(in.p, vm)
+}
+
+func writeDefinition(p paths, vm directory.VM) error {
+	b, err := json.Marshal(vm)
+	if err != nil {
+		return err
+	}
+	tmp := p.def() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p.def())
 }
 
 func (in *instance) setStatus(s string) {

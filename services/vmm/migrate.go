@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,12 +22,15 @@ import (
 
 // Live migration, memory only: the disks are already on both nodes.
 //
-//  1. The directory says MigrateTo: the target's manager starts an
-//     incoming QEMU (-incoming, -S: it will not run by itself), whose
-//     disks are the local copies, still secondary.
+//  1. The directory says MigrateTo: the source's manager calls the
+//     target's front door (member TLS, Upgrade tandem-migration/1) with
+//     the definition its QEMU runs (hot-adds included, pending edits
+//     not: the two QEMUs must have the same hardware). The target's
+//     manager starts an incoming QEMU with it (-incoming, -S: it will
+//     not run by itself), whose disks are the local copies, still
+//     secondary.
 //  2. The source's manager has its QEMU migrate to a socket of its own,
-//     which it pipes through the target's front door (member TLS,
-//     Upgrade tandem-migration/1) into the incoming QEMU.
+//     which it pipes through that connection into the incoming QEMU.
 //  3. When the source QEMU reports completion it is paused for good; the
 //     source records Node = target in the directory.
 //  4. The target's manager sees the VM placed on it with a completed
@@ -34,21 +38,26 @@ import (
 //     copies can no longer write), waits until they are served, resumes
 //     the guest and announces its NICs. The source's QEMU is then quit.
 
-const headerVM = "X-Tandem-VM"
+const (
+	headerVM           = "X-Tandem-VM"
+	headerVMDefinition = "X-Tandem-VM-Definition" // base64 of the JSON the source runs
+)
 
 func (p paths) incoming() string { return filepath.Join(p.dir, "incoming.sock") }
 func (p paths) outgoing() string { return filepath.Join(p.dir, "outgoing.sock") }
 
 // startIncoming starts the QEMU that receives a migrating VM.
-func (m *Manager) startIncoming(ctx context.Context, vm directory.VM) error {
+func (m *Manager) startIncoming(ctx context.Context, vm directory.VM) (*instance, error) {
 	in, err := m.startQEMU(ctx, vm, "-incoming", "unix:"+paths{dir: m.vmDir(vm.Name)}.incoming(), "-S")
 	if err != nil {
-		return err
+		return nil, err
 	}
+	in.mu.Lock()
 	in.incoming = true
+	in.mu.Unlock()
 	m.watch(in)
 	m.history.add(vm.Name, "incoming", fmt.Sprintf("QEMU %d waits for the VM's memory", in.pid))
-	return nil
+	return in, nil
 }
 
 // serveMigration takes a migration stream the source node sends through
@@ -64,10 +73,36 @@ func (m *Manager) serveMigration(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusForbidden, "not_migrating", fmt.Sprintf("VM %q is not migrating from %s to this node", name, id.ID))
 		return
 	}
+	var runs directory.VM
+	b, err := base64.StdEncoding.DecodeString(r.Header.Get(headerVMDefinition))
+	if err == nil {
+		err = json.Unmarshal(b, &runs)
+	}
+	if err == nil && runs.Name != name {
+		err = fmt.Errorf("it names VM %q", runs.Name)
+	}
+	if err != nil {
+		frontdoor.WriteError(w, http.StatusBadRequest, "invalid", "the definition the source runs ("+headerVMDefinition+"): "+err.Error())
+		return
+	}
 	in := m.instance(name)
-	if in == nil || !in.incoming {
-		w.Header().Set("Retry-After", "1")
-		frontdoor.WriteError(w, http.StatusServiceUnavailable, "not_ready", "the incoming QEMU is not ready yet")
+	if in == nil {
+		// Not the request's context: QEMU must outlive the request.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+		in, err = m.startIncoming(sctx, runs)
+		cancel()
+		if err != nil {
+			m.history.add(name, "incoming-failed", err.Error())
+			m.log.Error("cannot start the incoming QEMU of a migration", "vm", name, "err", err)
+			frontdoor.WriteError(w, http.StatusInternalServerError, "incoming_failed", err.Error())
+			return
+		}
+	}
+	in.mu.Lock()
+	incoming := in.incoming
+	in.mu.Unlock()
+	if !incoming {
+		frontdoor.WriteError(w, http.StatusConflict, "running_here", fmt.Sprintf("VM %s already runs on this node", name))
 		return
 	}
 	q, err := net.Dial("unix", in.p.incoming())
@@ -185,18 +220,24 @@ func (m *Manager) sendMemory(ctx context.Context, in *instance, vm directory.VM)
 	if err := m.waitCopiesUpToDate(ctx, vm, target.ID); err != nil {
 		return info, err
 	}
+	def, err := json.Marshal(in.definition())
+	if err != nil {
+		return info, err
+	}
+	runs := base64.StdEncoding.EncodeToString(def)
 	_ = os.Remove(in.p.outgoing())
 	l, err := net.Listen("unix", in.p.outgoing())
 	if err != nil {
 		return info, err
 	}
 	defer l.Close()
-	// The target needs a moment to start its incoming QEMU.
+	// The target may still be catching up with the directory.
 	var up net.Conn
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		up, err = m.cfg.Dialer.Upgrade(dctx, target.ID, target.Addresses, frontdoor.UpgradeMigration, "/migrate/"+vm.Name, http.Header{headerVM: {vm.Name}})
+		up, err = m.cfg.Dialer.Upgrade(dctx, target.ID, target.Addresses, frontdoor.UpgradeMigration, "/migrate/"+vm.Name,
+			http.Header{headerVM: {vm.Name}, headerVMDefinition: {runs}})
 		cancel()
 		if err == nil {
 			break
@@ -274,13 +315,14 @@ func (m *Manager) activate(ctx context.Context, in *instance, vm directory.VM) e
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	for _, d := range vm.Disks {
+	runs := in.definition() // the source's hardware, not the directory's
+	for _, d := range runs.Disks {
 		if err := m.cfg.Cluster.PrimaryHere(ctx, cluster.PrimaryHere{Name: d.Volume}); err != nil {
 			return fmt.Errorf("disk %s: %w", d.Volume, err)
 		}
 	}
 	t1 := time.Now()
-	if err := m.waitExports(ctx, vm); err != nil {
+	if err := m.waitExports(ctx, runs); err != nil {
 		return err
 	}
 	t2 := time.Now()
@@ -295,7 +337,6 @@ func (m *Manager) activate(ctx context.Context, in *instance, vm directory.VM) e
 	}
 	in.mu.Lock()
 	in.incoming = false
-	in.def = vm
 	in.mu.Unlock()
 	m.history.add(vm.Name, "migrated-in", fmt.Sprintf("resumed here as QEMU %d", in.pid))
 	return nil

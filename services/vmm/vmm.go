@@ -157,7 +157,10 @@ func (m *Manager) adoptAll() {
 			continue
 		}
 		if b, err := os.ReadFile(p.def()); err == nil {
-			_ = json.Unmarshal(b, &in.def)
+			var def directory.VM
+			if json.Unmarshal(b, &def) == nil {
+				in.def = def
+			}
 		}
 		in.started = time.Now()
 		if st, err := os.Stat(p.pidfile()); err == nil {
@@ -313,6 +316,10 @@ func (m *Manager) reconcile(ctx context.Context) {
 			m.setProblem(name, why)
 			continue
 		}
+		if why := waitingDisk(view, vm); why != "" {
+			m.setProblem(name, why)
+			continue
+		}
 		if err := m.start(ctx, vm); err != nil {
 			m.setProblem(name, err.Error())
 			m.history.add(name, "start-failed", err.Error())
@@ -322,22 +329,14 @@ func (m *Manager) reconcile(ctx context.Context) {
 		}
 		m.setProblem(name, "")
 	}
-	for name, vm := range incoming {
-		if m.instance(name) != nil {
-			continue
-		}
-		if err := m.startIncoming(ctx, vm); err != nil {
-			m.history.add(name, "incoming-failed", err.Error())
-			m.log.Error("cannot start the incoming QEMU of a migration", "vm", name, "err", err)
-		}
-	}
+	// Incoming QEMUs are started when the source calls (migrate.go).
 }
 
 // follow1 moves a running instance along: an arrived migration is
-// resumed, a requested one is started.
+// resumed, a requested one is started, an edit is applied.
 func (m *Manager) follow1(ctx context.Context, in *instance, vm directory.VM) {
 	in.mu.Lock()
-	incoming, migrating, stopping := in.incoming, in.migrating, in.stopping
+	incoming, migrating, stopping, runs := in.incoming, in.migrating, in.stopping, in.def.Generation
 	in.mu.Unlock()
 	switch {
 	case stopping:
@@ -354,7 +353,22 @@ func (m *Manager) follow1(ctx context.Context, in *instance, vm directory.VM) {
 		in.mu.Unlock()
 		m.history.add(vm.Name, "migrating", "to "+m.memberName(vm.MigrateTo))
 		go m.migrateOut(ctx, in, vm)
+	case vm.MigrateTo == "" && !migrating && runs != vm.Generation:
+		m.applyEdit(ctx, in, vm)
 	}
+}
+
+// waitingDisk says which of the VM's disks is not ready to use yet: a
+// clone whose data is still being copied in.
+func waitingDisk(view cluster.LocalView, vm directory.VM) string {
+	for _, d := range vm.Disks {
+		for _, v := range view.Volumes {
+			if v.Name == d.Volume && v.Copying() {
+				return fmt.Sprintf("waiting: disk %s is still being cloned from %s", v.Name, v.CloneFrom)
+			}
+		}
+	}
+	return ""
 }
 
 func findVM(vms []directory.VM, name string) (directory.VM, bool) {

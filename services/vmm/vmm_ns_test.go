@@ -2,6 +2,7 @@ package vmm_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,7 +103,7 @@ func (e *env) counterVMAt(name, node, ip string, ha bool) directory.VM {
 		"name": name, "cpus": 1, "memory_mib": 128,
 		"disks": []map[string]any{{"volume": name + "-disk"}},
 		"nics":  []map[string]any{{"network": "lan"}},
-		"boot":  map[string]any{"kernel": "vmlinux", "initrd": "initrd.gz", "cmdline": "tandem.ip=" + ip + "/24"},
+		"boot":  map[string]any{"kernel": "vmlinux", "initrd": "initrd.gz", "cmdline": "quiet cryptomgr.notests tandem.ip=" + ip + "/24"},
 		"start": true, "node": node, "ha": ha,
 	}, &vm)
 	return vm
@@ -224,12 +225,11 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("history has no adoption:\n%s", h)
 	}
 
-	// Stop: ACPI first; the test guest ignores it, so after the timeout
-	// it is powered off.
+	// Stop: the ACPI power button; the guest powers itself off.
 	var vm directory.VM
 	e.must("POST", "/api/v1/vms/web/stop", nil, &vm)
 	e.waitState(c.A, "web", "stopped", 40*time.Second)
-	if h := e.history("web"); !strings.Contains(h, "did not shut down within") {
+	if h := e.history("web"); !strings.Contains(h, "shut down by the guest (ACPI)") {
 		t.Errorf("history:\n%s", h)
 	}
 	if _, err := e.count(time.Second); err == nil {
@@ -282,6 +282,127 @@ func TestLifecycle(t *testing.T) {
 	}
 	if h := e.history("broken"); !strings.Contains(h, "start-failed") {
 		t.Errorf("history:\n%s", h)
+	}
+}
+
+// hardware asks the guest what hardware it sees.
+type guestHardware struct {
+	CPUs      int      `json:"cpus"`
+	MemoryMiB int      `json:"memory_mib"`
+	Disks     []string `json:"disks"`
+	NICs      []string `json:"nics"`
+}
+
+func (e *env) hardware() (guestHardware, error) {
+	var hw guestHardware
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.c.ClientNS.DialContext, DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + guestIP + "/hw")
+	if err != nil {
+		return hw, err
+	}
+	defer resp.Body.Close()
+	return hw, json.NewDecoder(resp.Body).Decode(&hw)
+}
+
+func (e *env) waitHardware(what string, timeout time.Duration, ok func(guestHardware) bool) guestHardware {
+	e.t.Helper()
+	var hw guestHardware
+	var err error
+	nstest.WaitFor(e.t, timeout, what, func() bool {
+		hw, err = e.hardware()
+		return err == nil && ok(hw)
+	})
+	return hw
+}
+
+// TestEditHotAddAndReboot: an edit of a running VM hot-adds a CPU, a
+// disk and a NIC the guest sees at once; more memory waits for the next
+// start, which a reboot (a guest shutdown through ACPI, then a start)
+// brings. A VM with hot-added hardware and a pending edit migrates with
+// the hardware it runs.
+func TestEditHotAddAndReboot(t *testing.T) {
+	e := newEnv(t)
+	c := e.c
+	vm := e.counterVM("web", "node-a")
+	e.waitCount(90 * time.Second)
+	before := e.waitHardware("the guest's hardware", 10*time.Second, func(hw guestHardware) bool { return true })
+	if before.CPUs != 1 || len(before.Disks) != 1 || len(before.NICs) != 1 {
+		t.Fatalf("guest sees %+v, want 1 CPU, 1 disk, 1 NIC", before)
+	}
+	e.must("POST", "/api/v1/volumes", map[string]any{"name": "web-data", "size_bytes": 8 << 20, "node": "node-a"}, nil)
+	e.must("GET", "/api/v1/vms/web", nil, &vm)
+	edited := map[string]any{
+		"cpus": 2, "memory_mib": 256,
+		"disks": []map[string]any{{"volume": "web-disk"}, {"volume": "web-data"}},
+		"nics":  []map[string]any{{"network": "lan", "mac": vm.NICs[0].MAC}, {"network": "lan"}},
+		"boot":  vm.Boot, "expected_generation": vm.Generation,
+	}
+	e.must("PUT", "/api/v1/vms/web", edited, &vm)
+	hot := e.waitHardware("the hot-added CPU, disk and NIC", 60*time.Second, func(hw guestHardware) bool {
+		return hw.CPUs == 2 && len(hw.Disks) == 2 && len(hw.NICs) == 2
+	})
+	if hot.MemoryMiB != before.MemoryMiB {
+		t.Errorf("memory %d MiB → %d without a restart", before.MemoryMiB, hot.MemoryMiB)
+	}
+	st := e.status(c.A, "web")
+	if len(st.Pending) != 1 || !strings.Contains(st.Pending[0], "memory 128 → 256 MiB") || st.CPUs != 2 || st.Disks != 2 || st.NICs != 2 {
+		t.Errorf("status after the edit: %+v", st)
+	}
+	n := e.waitCount(5 * time.Second)
+
+	// The VM moves with what it runs: the incoming QEMU has the hot-added
+	// hardware and 128 MiB, or the migration would fail.
+	e.must("POST", "/api/v1/vms/web/migrate", map[string]any{"node": "node-b"}, nil)
+	idB := nodeID(t, c.B)
+	nstest.WaitFor(t, 120*time.Second, "web on node-b", func() bool {
+		var v directory.VM
+		return e.do("GET", "/api/v1/vms/web", nil, &v) == nil && v.Node == idB && v.MigrateTo == ""
+	})
+	e.waitState(c.B, "web", "running", 30*time.Second)
+	if m := e.waitCount(10 * time.Second); m != n+1 {
+		t.Errorf("count %d after %d across the migration", m, n)
+	}
+	if hw, err := e.hardware(); err != nil || hw.CPUs != 2 || len(hw.Disks) != 2 || len(hw.NICs) != 2 || hw.MemoryMiB != before.MemoryMiB {
+		t.Errorf("after the migration the guest sees %+v (%v)", hw, err)
+	}
+	if st := e.status(c.B, "web"); len(st.Pending) != 1 {
+		t.Errorf("status on node-b: %+v", st)
+	}
+
+	// Reboot: the guest shuts down through ACPI and starts again with
+	// 256 MiB; its count goes on.
+	rebooted := time.Now()
+	e.must("POST", "/api/v1/vmm/vms/web/reboot", nil, nil)
+	after := e.waitHardware("the rebooted guest with more memory", 90*time.Second, func(hw guestHardware) bool {
+		return hw.MemoryMiB > before.MemoryMiB
+	})
+	t.Logf("rebooted in %.1fs: the guest sees %+v (was %+v)", time.Since(rebooted).Seconds(), after, before)
+	if after.CPUs != 2 || len(after.Disks) != 2 || len(after.NICs) != 2 || after.MemoryMiB < before.MemoryMiB+100 {
+		t.Errorf("after the reboot the guest sees %+v", after)
+	}
+	if m := e.waitCount(5 * time.Second); m <= n+1 {
+		t.Errorf("count %d after the reboot, was %d", m, n+1)
+	}
+	if st := e.status(c.B, "web"); len(st.Pending) != 0 || st.MemoryMiB != 256 {
+		t.Errorf("status after the reboot: %+v", st)
+	}
+	if h := e.history("web"); !strings.Contains(h, "stopped: shut down by the guest (ACPI); starting again") {
+		t.Errorf("history on node-b:\n%s", h)
+	}
+	hotAdded := ""
+	for _, ev := range e.events(c.A, "web") {
+		if ev.Kind == "hot-added" {
+			hotAdded = ev.Detail
+		}
+	}
+	if !strings.HasPrefix(hotAdded, "1 CPU(s), disk web-data, NIC 1") {
+		t.Errorf("node-a's history says it hot-added %q", hotAdded)
+	}
+	// Reboot of a VM that does not run is refused.
+	e.must("POST", "/api/v1/vms/web/stop", map[string]any{"force": true}, nil)
+	e.waitState(c.B, "web", "stopped", 15*time.Second)
+	if code, err := c.Do(context.Background(), c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/vmm/vms/web/reboot", nil, nil); code != http.StatusConflict {
+		t.Errorf("reboot of a stopped VM: %d %v", code, err)
 	}
 }
 
