@@ -193,6 +193,13 @@ func (a *Agent) volumeCopyBy(member string, p directory.VolumeCopyPayload) error
 	return err
 }
 
+// volumeClonedBy records a clone's data copied in, as member; only its
+// primary may.
+func (a *Agent) volumeClonedBy(member string, p directory.VolumeClonedPayload) error {
+	_, err := a.propose(directory.TypeVolumeCloned, "member:"+member, "", p)
+	return err
+}
+
 // handleLocalWhoami authenticates a user's credentials for a service on
 // this node that does not keep users itself.
 func (a *Agent) handleLocalWhoami(w http.ResponseWriter, r *http.Request) {

@@ -90,6 +90,12 @@ func (l *LocalClient) View(ctx context.Context, after uint64, wait time.Duration
 	return v, err
 }
 
+// VolumeCloned records, as this node (the clone's primary), that the
+// clone's data is in.
+func (l *LocalClient) VolumeCloned(ctx context.Context, p directory.VolumeClonedPayload) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/volumes/cloned", nil, p, nil)
+}
+
 // VolumeCopy records, as this node (the volume's primary), the state of
 // the peer's copy. It returns once the cluster committed it.
 func (l *LocalClient) VolumeCopy(ctx context.Context, p directory.VolumeCopyPayload) error {

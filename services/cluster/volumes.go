@@ -24,6 +24,10 @@ type VolumeRequest struct {
 	// Node is the node (name or member ID) whose copy starts as primary;
 	// empty: the node with the fewest primaries.
 	Node string `json:"node,omitempty"`
+	// CloneFrom, on create: the new volume is a copy of that one (a
+	// template's disk), made where it is primary; the size defaults to
+	// the source's.
+	CloneFrom string `json:"clone_from,omitempty"`
 }
 
 // PrimaryRequest moves a volume's primary role.
@@ -98,18 +102,51 @@ func (a *Agent) handleCreateVolume(w http.ResponseWriter, r *http.Request) {
 	} else {
 		primary, err = a.leastLoadedNode()
 	}
+	if req.CloneFrom != "" {
+		primary, err = a.clonePlace(&req, primary, err)
+	}
 	if err != nil {
 		apiError(w, err)
 		return
 	}
 	v := directory.Volume{Name: req.Name, Description: req.Description, SizeBytes: req.SizeBytes, Primary: primary,
-		ID: randomHex(16), DataGeneration: randomGeneration()}
+		ID: randomHex(16), DataGeneration: randomGeneration(), CloneFrom: req.CloneFrom}
 	if _, err := a.propose(directory.TypeVolumePut, actor(r), clientAddr(r), directory.VolumePutPayload{Op: directory.OpCreate, Volume: v}); err != nil {
 		apiError(w, err)
 		return
 	}
 	v, _ = a.Directory().Volume(req.Name)
 	frontdoor.WriteJSON(w, http.StatusCreated, v)
+}
+
+// clonePlace puts a clone where its source is primary (the copy reads
+// the source's export there) and sizes it, unless asked otherwise. A
+// source a running VM writes to is refused: its clone would be a copy of
+// a disk in use.
+func (a *Agent) clonePlace(req *VolumeRequest, asked string, askedErr error) (string, error) {
+	dir := a.Directory()
+	src, ok := dir.Volume(req.CloneFrom)
+	if !ok {
+		return "", fmt.Errorf("clone_from: volume %s: %w", req.CloneFrom, directory.ErrNotFound)
+	}
+	if req.Node != "" && (askedErr != nil || asked != src.Primary) {
+		where := src.Primary
+		if m, ok := dir.Member(src.Primary); ok {
+			where = m.Name
+		}
+		return "", fieldError("node", fmt.Sprintf("a clone is made where its source %s is primary (%s); leave node out", src.Name, where))
+	}
+	for _, vm := range dir.VMs() {
+		for _, d := range vm.Disks {
+			if d.Volume == src.Name && vm.Running {
+				return "", fmt.Errorf("volume %s is a disk of VM %s, which runs: stop it, or clone a template: %w", src.Name, vm.Name, directory.ErrConflict)
+			}
+		}
+	}
+	if req.SizeBytes == 0 {
+		req.SizeBytes = src.SizeBytes
+	}
+	return src.Primary, nil
 }
 
 // randomGeneration is a replica data generation: random, never zero.

@@ -64,6 +64,8 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyVolumePrimary(index, env))
 	case TypeVolumeCopy:
 		target, err = withPayload(env, d.applyVolumeCopy(index, env))
+	case TypeVolumeCloned:
+		target, err = withPayload(env, d.applyVolumeCloned(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command

@@ -42,6 +42,7 @@ const (
 	TypeVolumePrimary Type = 22 // move a volume's primary role (a new role generation)
 	TypeVolumeCopy    Type = 23 // the primary records its peer's copy outdated or up to date
 	TypeMaintenance   Type = 24 // a node enters or leaves maintenance
+	TypeVolumeCloned  Type = 25 // a clone's primary copied its source's data in
 )
 
 // Envelope is what every command carries besides its payload.
@@ -188,6 +189,7 @@ func (t Type) String() string {
 		TypeLabelSet: "label.set", TypeAlertPut: "alert.put", TypeAlertDelete: "alert.delete", TypeTokenPut: "token.put",
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
 		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
+		TypeVolumeCloned: "volume.cloned",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -31,9 +31,14 @@ type Volume struct {
 	Copies map[string]CopyState `json:"copies"`
 	// DiscardOthers is the admin's choice after a split brain: the
 	// primary overwrites the differing regions of the other copy.
-	DiscardOthers bool      `json:"discard_others,omitempty"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
+	DiscardOthers bool `json:"discard_others,omitempty"`
+	// CloneFrom is the volume this one is a copy of (a template's disk):
+	// its primary copies the data in, then records Cloned. Until then no
+	// VM starts on it.
+	CloneFrom string    `json:"clone_from,omitempty"`
+	Cloned    bool      `json:"cloned,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
 }
 
 // CopyState is what the cluster knows of one node's copy.
@@ -69,7 +74,16 @@ type (
 		State      CopyState `json:"state"`
 		Generation uint64    `json:"generation"`
 	}
+	// VolumeClonedPayload: the primary finished copying a clone's data.
+	VolumeClonedPayload struct {
+		Name       string `json:"name"`
+		ID         string `json:"id"`
+		Generation uint64 `json:"generation"`
+	}
 )
+
+// Copying reports whether the volume's data is still being cloned in.
+func (v Volume) Copying() bool { return v.CloneFrom != "" && !v.Cloned }
 
 // MaxVolumeBytes bounds a volume's size (64 TiB).
 const MaxVolumeBytes = 64 << 40
@@ -122,7 +136,20 @@ func (d *Directory) applyVolumePut(index uint64, env Envelope) func(VolumePutPay
 			if !d.isNode(v.Primary) {
 				return "", fmt.Errorf("volume %s: primary %q is not a node of the cluster: %w", v.Name, v.Primary, ErrInvalid)
 			}
-			v.Generation, v.Created, v.DiscardOthers = 1, env.Time, false
+			if v.CloneFrom != "" {
+				src, ok := d.s.Volumes[v.CloneFrom]
+				switch {
+				case !ok:
+					return "", fmt.Errorf("volume %s: clone of %s: %w", v.Name, v.CloneFrom, ErrNotFound)
+				case src.SizeBytes > v.SizeBytes:
+					return "", fmt.Errorf("volume %s: %d bytes cannot hold a clone of %s (%d bytes): %w", v.Name, v.SizeBytes, src.Name, src.SizeBytes, ErrInvalid)
+				case src.Copying():
+					return "", fmt.Errorf("volume %s: %s is itself still being cloned: %w", v.Name, src.Name, ErrConflict)
+				case src.Primary != v.Primary:
+					return "", fmt.Errorf("volume %s: a clone is made where its source %s is primary (%s): %w", v.Name, src.Name, src.Primary, ErrInvalid)
+				}
+			}
+			v.Generation, v.Created, v.DiscardOthers, v.Cloned = 1, env.Time, false, false
 			v.Copies = map[string]CopyState{}
 			for id, m := range d.s.Members {
 				if m.Role == MemberNode {
@@ -158,6 +185,11 @@ func (d *Directory) applyVolumeDelete(index uint64, env Envelope) func(NamePaylo
 				if disk.Volume == p.Name {
 					return "", fmt.Errorf("volume %s is a disk of VM %s: %w", p.Name, vm.Name, ErrConflict)
 				}
+			}
+		}
+		for _, v := range d.s.Volumes {
+			if v.CloneFrom == p.Name && v.Copying() {
+				return "", fmt.Errorf("volume %s is being cloned into %s: %w", p.Name, v.Name, ErrConflict)
 			}
 		}
 		return deleteRecord(d, index, env, "volume.delete", d.s.Volumes)(p)
@@ -203,6 +235,27 @@ func (d *Directory) applyVolumePrimary(index uint64, env Envelope) func(VolumePr
 			detail += ", discarding the other copy's changes"
 		}
 		d.audit(index, env, "volume.primary", v.Name, "ok", detail)
+		return v.Name, nil
+	}
+}
+
+func (d *Directory) applyVolumeCloned(index uint64, env Envelope) func(VolumeClonedPayload) (string, error) {
+	return func(p VolumeClonedPayload) (string, error) {
+		old, ok := d.s.Volumes[p.Name]
+		if !ok || old.ID != p.ID {
+			return "", fmt.Errorf("volume %s (id %s): %w", p.Name, p.ID, ErrNotFound)
+		}
+		if env.Actor != "member:"+old.Primary || p.Generation != old.Generation {
+			return "", fmt.Errorf("volume %s: only the primary %s at generation %d records a clone done (asked by %s at %d): %w",
+				p.Name, old.Primary, old.Generation, env.Actor, p.Generation, ErrRefused)
+		}
+		if old.CloneFrom == "" {
+			return "", fmt.Errorf("volume %s is not a clone: %w", p.Name, ErrInvalid)
+		}
+		v := *old
+		v.Cloned, v.Updated = true, env.Time
+		d.s.Volumes[v.Name] = &v
+		d.audit(index, env, "volume.cloned", v.Name, "ok", "copied from "+v.CloneFrom)
 		return v.Name, nil
 	}
 }

@@ -168,3 +168,51 @@ func TestVMDefinitionsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestVolumeClone(t *testing.T) {
+	h := volumeHarness(t)
+	clone := func(name string, size int64, primary string) VolumePutPayload {
+		return VolumePutPayload{Op: OpCreate, Volume: Volume{Name: name, ID: "id-" + name, SizeBytes: size, Primary: primary, DataGeneration: 9, CloneFrom: "disk"}}
+	}
+	for _, tc := range []struct {
+		name    string
+		payload VolumePutPayload
+		want    error
+	}{
+		{"smaller than its source", clone("c1", 1<<29, "n-a"), ErrInvalid},
+		{"not where its source is primary", clone("c1", 1<<30, "n-b"), ErrInvalid},
+		{"of no volume", VolumePutPayload{Op: OpCreate, Volume: Volume{Name: "c1", ID: "x", SizeBytes: 1 << 30, Primary: "n-a", DataGeneration: 9, CloneFrom: "nope"}}, ErrNotFound},
+	} {
+		if err := h.apply(TypeVolumePut, tc.payload); !errors.Is(err, tc.want) {
+			t.Errorf("clone %s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	h.must(TypeVolumePut, clone("web-disk", 2<<30, "n-a"))
+	if v, _ := h.d.Volume("web-disk"); !v.Copying() || v.CloneFrom != "disk" {
+		t.Fatalf("new clone: %+v", v)
+	}
+	// A clone of a clone waits for the first; the source stays.
+	if err := h.apply(TypeVolumePut, VolumePutPayload{Op: OpCreate, Volume: Volume{Name: "c2", ID: "c2", SizeBytes: 2 << 30, Primary: "n-a", DataGeneration: 9, CloneFrom: "web-disk"}}); !errors.Is(err, ErrConflict) {
+		t.Errorf("clone of a clone being copied: %v", err)
+	}
+	if err := h.apply(TypeVolumeDelete, NamePayload{Name: "disk"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("delete the source of a clone being copied: %v", err)
+	}
+	// Only the clone's primary, at its generation, records it done.
+	done := VolumeClonedPayload{Name: "web-disk", ID: "id-web-disk", Generation: 1}
+	for actor, want := range map[string]error{"member:n-b": ErrRefused, "admin": ErrRefused} {
+		if err := h.applyAs(actor, TypeVolumeCloned, done); !errors.Is(err, want) {
+			t.Errorf("cloned by %s: %v", actor, err)
+		}
+	}
+	if err := h.applyAs("member:n-a", TypeVolumeCloned, VolumeClonedPayload{Name: "web-disk", ID: "other", Generation: 1}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("cloned with another volume's ID: %v", err)
+	}
+	if err := h.applyAs("member:n-a", TypeVolumeCloned, done); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := h.d.Volume("web-disk"); v.Copying() {
+		t.Errorf("clone still copying after it was recorded done: %+v", v)
+	}
+	h.must(TypeVolumeDelete, NamePayload{Name: "disk"})
+}

@@ -33,6 +33,7 @@ type copyState struct {
 	peerDone   chan struct{}
 	peerState  string // the last attempt's outcome, for the status
 	conflict   string // a split brain waiting for the admin's choice
+	cloning    string // the copy of a clone's source, while it runs (clone.go)
 }
 
 // open opens this node's copy of dv, creating it first if needed. A copy
@@ -169,6 +170,9 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 	c.setProblem("")
 	if peer.ID != "" {
 		c.startPeer(ctx)
+	}
+	if dv.Copying() {
+		c.startClone(ctx, dv)
 	}
 }
 
@@ -356,13 +360,15 @@ type VolumeStatus struct {
 	Stream    string `json:"stream,omitempty"` // the primary's last attempt to reach the peer
 	Problem   string `json:"problem,omitempty"`
 	// SplitBrain says what to do when both copies changed apart.
-	SplitBrain string         `json:"split_brain,omitempty"`
-	Replica    replica.Status `json:"replica"`
+	SplitBrain string `json:"split_brain,omitempty"`
+	// Clone is how the copy of a clone's source goes, while it runs.
+	Clone   string         `json:"clone,omitempty"`
+	Replica replica.Status `json:"replica"`
 }
 
 func (c *copyState) status() VolumeStatus {
 	c.mu.Lock()
-	st := VolumeStatus{Name: c.name, ID: c.id, SizeBytes: c.store.Size(), InUse: c.holds, Stream: c.peerState, Problem: c.problem, SplitBrain: c.conflict}
+	st := VolumeStatus{Name: c.name, ID: c.id, SizeBytes: c.store.Size(), InUse: c.holds, Stream: c.peerState, Problem: c.problem, SplitBrain: c.conflict, Clone: c.cloning}
 	rv := c.rv
 	c.mu.Unlock()
 	// The replica's own lock is taken outside ours: its fence callback

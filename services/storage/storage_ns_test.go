@@ -534,6 +534,48 @@ func TestImagesInAndOut(t *testing.T) {
 	if !bytes.Equal(got[:len(content)], content) {
 		t.Error("a refused upload changed the volume")
 	}
+
+	// A clone of the volume (a template's disk for a new VM): made where
+	// the source is primary, its data copied in and replicated.
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		body map[string]any
+		code int
+	}{
+		"no such source":     {map[string]any{"name": "c1", "clone_from": "nope"}, 404},
+		"where it is not":    {map[string]any{"name": "c1", "clone_from": "disk", "node": "node-b"}, 400},
+		"smaller than it is": {map[string]any{"name": "c1", "clone_from": "disk", "size_bytes": volSize / 2}, 400},
+	} {
+		if code, err := c.Do(ctx, c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/volumes", tc.body, nil); code != tc.code {
+			t.Errorf("clone %s: %d %v, want %d", name, code, err, tc.code)
+		}
+	}
+	var clone directory.Volume
+	if _, err := c.DoRetry(ctx, c.ClientNS, "POST", clustertest.ClusterIP, "/api/v1/volumes", map[string]any{"name": "copy", "clone_from": "disk"}, &clone); err != nil {
+		t.Fatal(err)
+	}
+	if clone.SizeBytes != volSize || clone.Primary != nodeID(t, c, c.A) || !clone.Copying() {
+		t.Errorf("clone as created: %+v", clone)
+	}
+	nstest.WaitFor(t, 2*time.Minute, "the clone copied", func() bool {
+		_, err := c.Do(ctx, c.ClientNS, "GET", clustertest.ClusterIP, "/api/v1/volumes/copy", nil, &clone)
+		return err == nil && !clone.Copying()
+	})
+	cloned := readVolume(t, c.A, "nbd+unix:///copy?socket="+c.A.NBDSocket())
+	if !bytes.Equal(cloned, got) {
+		t.Error("the clone does not hold the source's data")
+	}
+	copyOf := func(m *clustertest.Member) []byte {
+		m.NS.Command("sync").Run()
+		b, err := os.ReadFile(filepath.Join(m.Dir, "volumes", clone.ID+".data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	nstest.WaitFor(t, time.Minute, "both copies of the clone equal", func() bool {
+		return bytes.Equal(copyOf(c.A), copyOf(c.B))
+	})
 }
 
 type zeroReader struct{}
