@@ -1,7 +1,10 @@
 package vmm_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,8 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandemhci/tandem/initramfs/watchdog"
+	"github.com/gorilla/websocket"
 
+	"github.com/tandemhci/tandem/initramfs/watchdog"
 	"github.com/tandemhci/tandem/services/cluster/clustertest"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/nstest"
@@ -224,6 +228,7 @@ func TestLifecycle(t *testing.T) {
 	if h := e.history("web"); !strings.Contains(h, "adopted") {
 		t.Errorf("history has no adoption:\n%s", h)
 	}
+	e.consoles(t, "web")
 
 	// Stop: the ACPI power button; the guest powers itself off.
 	var vm directory.VM
@@ -283,6 +288,47 @@ func TestLifecycle(t *testing.T) {
 	if h := e.history("broken"); !strings.Contains(h, "start-failed") {
 		t.Errorf("history:\n%s", h)
 	}
+}
+
+// consoles opens the VM's consoles through the front door on the
+// cluster IP: VNC greets with its protocol version; the serial console
+// carries what the guest prints after a reset. Without credentials,
+// neither opens.
+func (e *env) consoles(t *testing.T, name string) {
+	t.Helper()
+	dialer := websocket.Dialer{NetDialContext: e.c.ClientNS.DialContext, TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		HandshakeTimeout: 10 * time.Second}
+	auth := http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(e.c.Admin+":"+e.c.Password))}}
+	url := "wss://" + clustertest.ClusterIP + "/api/v1/vmm/vms/" + name + "/console/"
+	if _, resp, err := dialer.Dial(url+"vnc", nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("console without credentials: %v %v", resp, err)
+	}
+	read := func(ws *websocket.Conn, want string, timeout time.Duration) string {
+		var got []byte
+		ws.SetReadDeadline(time.Now().Add(timeout))
+		for !bytes.Contains(got, []byte(want)) {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				t.Errorf("console: waited for %q, got %q: %v", want, got, err)
+				return string(got)
+			}
+			got = append(got, msg...)
+		}
+		return string(got)
+	}
+	vnc, _, err := dialer.Dial(url+"vnc", auth)
+	if err != nil {
+		t.Fatalf("VNC console: %v", err)
+	}
+	read(vnc, "RFB 003.008\n", 10*time.Second)
+	vnc.Close()
+	serial, _, err := dialer.Dial(url+"serial", auth)
+	if err != nil {
+		t.Fatalf("serial console: %v", err)
+	}
+	defer serial.Close()
+	e.must("POST", "/api/v1/vmm/vms/"+name+"/reset", nil, nil)
+	read(serial, "TESTGUEST READY", 90*time.Second)
 }
 
 // hardware asks the guest what hardware it sees.
