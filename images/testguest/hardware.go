@@ -103,33 +103,41 @@ const (
 // device, as the ACPI button driver's appears after its module loads.
 func watchPowerButton(c *counter) {
 	watching := map[string]bool{}
-	for {
-		devs, _ := filepath.Glob("/dev/input/event*")
-		for _, d := range devs {
-			if watching[d] {
-				continue
-			}
-			f, err := os.Open(d)
-			if err != nil {
-				continue
-			}
-			watching[d] = true
-			go func() {
-				defer f.Close()
-				ev := make([]byte, inputEventSize)
-				for {
-					if _, err := f.Read(ev); err != nil {
-						return
-					}
-					typ, code := binary.LittleEndian.Uint16(ev[16:]), binary.LittleEndian.Uint16(ev[18:])
-					value := int32(binary.LittleEndian.Uint32(ev[20:]))
-					if typ == evKey && code == keyPower && value == 1 {
-						powerOff(c)
-					}
-				}
-			}()
+	watchInputs(c, watching)
+	go func() {
+		for {
+			time.Sleep(time.Second)
+			watchInputs(c, watching)
 		}
-		time.Sleep(time.Second)
+	}()
+}
+
+// watchInputs starts watching the input devices not watched yet.
+func watchInputs(c *counter, watching map[string]bool) {
+	devs, _ := filepath.Glob("/dev/input/event*")
+	for _, d := range devs {
+		if watching[d] {
+			continue
+		}
+		f, err := os.Open(d)
+		if err != nil {
+			continue
+		}
+		watching[d] = true
+		go func() {
+			defer f.Close()
+			ev := make([]byte, inputEventSize)
+			for {
+				if _, err := f.Read(ev); err != nil {
+					return
+				}
+				typ, code := binary.LittleEndian.Uint16(ev[16:]), binary.LittleEndian.Uint16(ev[18:])
+				value := int32(binary.LittleEndian.Uint32(ev[20:]))
+				if typ == evKey && code == keyPower && value == 1 {
+					powerOff(c)
+				}
+			}
+		}()
 	}
 }
 

@@ -66,7 +66,7 @@ func run() error {
 		return err
 	}
 	go onlineHotplugged()
-	go watchPowerButton(c)
+	watchPowerButton(c) // before READY: a shutdown asked after it is heard
 	fmt.Printf("TESTGUEST READY count=%d disk=%s ip=%s\n", c.value(), disk, args["tandem.ip"])
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {

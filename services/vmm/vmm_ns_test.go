@@ -73,8 +73,9 @@ type env struct {
 	c *clustertest.Cluster
 }
 
-func newEnv(t *testing.T) *env {
-	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t), APITimeout: 30 * time.Second})
+func newEnv(t *testing.T, fenceCommand ...string) *env {
+	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t), APITimeout: 30 * time.Second,
+		FenceCommand: fenceCommand})
 	c.Form()
 	c.WaitHealthy(30 * time.Second)
 	return &env{t: t, c: c}
@@ -329,6 +330,7 @@ func (e *env) consoles(t *testing.T, name string) {
 	defer serial.Close()
 	e.must("POST", "/api/v1/vmm/vms/"+name+"/reset", nil, nil)
 	read(serial, "TESTGUEST READY", 90*time.Second)
+	e.waitCount(30 * time.Second)
 }
 
 // hardware asks the guest what hardware it sees.
@@ -473,7 +475,8 @@ func nodeID(t *testing.T, m *clustertest.Member) string {
 type counter struct {
 	mu   sync.Mutex
 	last int
-	at   time.Time
+	at   time.Time // when the last answer came
+	sent time.Time // when its request was sent
 	gaps []time.Duration
 	stop chan struct{}
 	done chan struct{}
@@ -489,6 +492,7 @@ func (e *env) startCounter() *counter {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
+			sent := time.Now()
 			n, err := e.count(time.Second)
 			if err != nil {
 				continue
@@ -502,7 +506,7 @@ func (e *env) startCounter() *counter {
 			if n <= c.last {
 				e.t.Errorf("count went from %d to %d: the guest lost what it wrote", c.last, n)
 			}
-			c.last, c.at = n, time.Now()
+			c.last, c.at, c.sent = n, time.Now(), sent
 			c.mu.Unlock()
 		}
 	}()
@@ -515,13 +519,16 @@ func (c *counter) state() (int, time.Time) {
 	return c.last, c.at
 }
 
-// waitAfter waits until the guest answers after t and returns when.
+// waitAfter waits until the guest answers a request sent after t (one
+// in flight at t proves nothing) and returns when.
 func (c *counter) waitAfter(t *testing.T, after time.Time, timeout time.Duration) time.Time {
 	t.Helper()
 	var at time.Time
 	nstest.WaitFor(t, timeout, "the guest answering again", func() bool {
-		_, at = c.state()
-		return at.After(after)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		at = c.at
+		return c.sent.After(after)
 	})
 	return at
 }
@@ -617,6 +624,61 @@ func TestHA(t *testing.T) {
 		return err == nil && l.VMs == 0 && watchdog.LeaseProblem(lease, watchdog.Monotonic()) == nil
 	})
 	c.Heal()
+}
+
+// TestBoardFence: with a board fence (the BMC powering the other node
+// off), an isolated node's HA VM restarts on the survivor as soon as the
+// fence confirms the power-off, before the node's fence bound. The BMC
+// here is a script the test answers: it asks for node-a's power-off,
+// and exits 0 once the test has cut node-a's power.
+func TestBoardFence(t *testing.T) {
+	bmc := t.TempDir()
+	script := filepath.Join(bmc, "fence")
+	os.WriteFile(script, []byte(`#!/bin/sh
+echo "$2" > "`+bmc+`/asked-$1"
+while [ ! -e "`+bmc+`/off-$1" ]; do sleep 0.05; done
+echo "$1 is off"
+`), 0o755)
+	e := newEnv(t, script, "{node}", "{bmc}")
+	c := e.c
+	e.must("PATCH", "/api/v1/cluster/settings", map[string]any{"set": map[string]string{"fence.bmc.node-a": "192.0.2.11"}}, nil)
+	e.counterVM("db", "node-a", true)
+	e.waitCount(90 * time.Second)
+	cnt := e.startCounter()
+	defer cnt.close()
+	time.Sleep(time.Second)
+
+	cut := time.Now()
+	c.Isolate(c.A)
+	var asked time.Duration
+	nstest.WaitFor(t, 30*time.Second, "the fence to ask for node-a's power-off", func() bool {
+		b, err := os.ReadFile(filepath.Join(bmc, "asked-node-a"))
+		asked = time.Since(cut)
+		if err == nil && strings.TrimSpace(string(b)) != "192.0.2.11" {
+			t.Errorf("the fence was given BMC %q, not the setting's 192.0.2.11", b)
+		}
+		return err == nil
+	})
+	c.A.PowerOff()
+	os.WriteFile(filepath.Join(bmc, "off-node-a"), nil, 0o644)
+	back := cnt.waitAfter(t, cut, 90*time.Second)
+	started := e.lastEvent(c.B, "db", "started")
+	t.Logf("node-a cut off: the fence asked for its power-off at +%.1fs, node-b started db at +%.1fs, it answered at +%.1fs",
+		asked.Seconds(), started.Sub(cut).Seconds(), back.Sub(cut).Seconds())
+	var audit []directory.AuditEntry
+	e.must("GET", "/api/v1/audit", nil, &audit)
+	var fence, restart string
+	for _, a := range audit {
+		switch {
+		case a.Action == "ha.fence" && a.Target == "node-a":
+			fence = a.Result + ": " + a.Detail
+		case a.Action == "ha.restart" && a.Target == "db":
+			restart = a.Detail
+		}
+	}
+	if !strings.HasPrefix(fence, "ok: node-a confirmed off by the board's fence") || !strings.Contains(restart, "confirmed off by the board's fence") {
+		t.Errorf("audit: fence %q, restart %q", fence, restart)
+	}
 }
 
 // TestLiveMigration: the guest moves to the other node and back while a
