@@ -44,6 +44,10 @@ type Board struct {
 	// FrontPanel is the front-panel display and buttons, if the chassis has one.
 	FrontPanel *FrontPanel `yaml:"front_panel"`
 
+	// Fence powers the other node off through its BMC, if the chassis
+	// has one the nodes can reach.
+	Fence *Fence `yaml:"fence"`
+
 	// Defaults are this board's values for settings (see initramfs/settings);
 	// the kernel command line and the data partition override them.
 	Defaults map[string]string `yaml:"defaults"`
@@ -66,6 +70,19 @@ type Watchdog struct {
 	Module  string        `yaml:"module"`  // kernel module providing it, e.g. i6300esb
 	Device  string        `yaml:"device"`  // e.g. /dev/watchdog
 	Timeout time.Duration `yaml:"timeout"` // reset after this long without a pet
+}
+
+// Fence is the board-level fence: a command the cluster's leader runs to
+// power a lost node off. When it exits 0 the node is off, and its HA VMs
+// restart at once instead of after its watchdog's timeout. In Command,
+// {node} is the lost node's name and {bmc} its BMC's address (the
+// cluster setting fence.bmc.<node>); TANDEM_FENCE_USER and
+// TANDEM_FENCE_PASSWORD in its environment are the settings fence.user
+// and fence.password. E.g. ipmitool -I lanplus -H {bmc} -U ... -E chassis
+// power off (-E reads IPMI_PASSWORD: wrap it in a script).
+type Fence struct {
+	Command []string      `yaml:"command"`
+	Timeout time.Duration `yaml:"timeout"` // default 15s
 }
 
 // Role is the job of a network interface.
@@ -240,6 +257,14 @@ func (b *Board) Validate() error {
 	}
 	if b.Console.Baud <= 0 {
 		bad("console.baud", "missing or not positive")
+	}
+	if f := b.Fence; f != nil {
+		if len(f.Command) == 0 || f.Command[0] == "" {
+			bad("fence.command", "missing: the program and its arguments")
+		}
+		if f.Timeout < 0 || f.Timeout > time.Minute {
+			bad("fence.timeout", "%v: want up to 1m (0: 15s)", f.Timeout)
+		}
 	}
 	if b.Watchdog.Device != "" && b.Watchdog.Timeout < 2*time.Second {
 		bad("watchdog.timeout", "%v is too short: the supervisor pets every third of it; want at least 2s", b.Watchdog.Timeout)

@@ -50,6 +50,8 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad size", minimal + "disks: {system: {min_size: 8 parsecs}}\n", `size "8 parsecs"`},
 		{"bad module", minimal + "modules: [virtio_net, ext4.ko]\n", `modules[1]: "ext4.ko"`},
 		{"front panel kind", minimal + "front_panel: {device: ttyS1, kind: lcd}\n", "front_panel.kind"},
+		{"fence without command", minimal + "fence: {timeout: 5s}\n", "fence.command: missing"},
+		{"fence timeout", minimal + "fence: {command: [ipmitool], timeout: 5m}\n", "fence.timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -68,7 +68,9 @@ type Config struct {
 	Timing       Timing
 	Version      string
 	Inventory    func() directory.Inventory
-	Logger       *slog.Logger
+	// BoardFence powers a lost node off through its BMC (nil: none).
+	BoardFence *BoardFence
+	Logger     *slog.Logger
 }
 
 // ErrNotInCluster means the member has not bootstrapped or joined yet.
@@ -83,15 +85,16 @@ type Agent struct {
 	live  *pki.Live
 	// dir is replaced when raft restarts: raft replays the log into a
 	// fresh FSM.
-	dir        atomic.Pointer[directory.Directory]
-	setupCode  string
-	dial       *memberconn.Dialer
-	ip         *clusterIP
-	disco      *discovery
-	probes     *probes
-	heartbeats *heartbeats
-	clients    memberClients
-	auth       *authCache
+	dir         atomic.Pointer[directory.Directory]
+	setupCode   string
+	dial        *memberconn.Dialer
+	ip          *clusterIP
+	disco       *discovery
+	probes      *probes
+	heartbeats  *heartbeats
+	boardFences *boardFences
+	clients     memberClients
+	auth        *authCache
 	// auditLimit bounds how fast refusals are written to the audit log.
 	auditLimit rateLimit
 
@@ -164,6 +167,7 @@ func New(cfg Config) (*Agent, error) {
 	a.disco = newDiscovery(a)
 	a.probes = newProbes()
 	a.heartbeats = newHeartbeats()
+	a.boardFences = newBoardFences()
 	a.auth = newAuthCache()
 	return a, nil
 }

@@ -510,9 +510,18 @@ func clusterSettings() map[string]func(string) error {
 			}
 			return nil
 		},
-		"ntp.servers": checkHostList,
-		"dns.servers": checkHostList,
+		"ntp.servers":        checkHostList,
+		"dns.servers":        checkHostList,
+		settingFenceUser:     checkFenceCredential,
+		settingFencePassword: checkFenceCredential,
 	}
+}
+
+func checkFenceCredential(v string) error {
+	if len(v) > 128 || strings.ContainsAny(v, "\x00\n") {
+		return errors.New("at most 128 characters, on one line")
+	}
+	return nil
 }
 
 func checkHostList(v string) error {
@@ -533,6 +542,9 @@ func (a *Agent) handlePatchSettings(w http.ResponseWriter, r *http.Request) {
 	known := clusterSettings()
 	for k, v := range req.Set {
 		check, ok := known[k]
+		if node, isBMC := strings.CutPrefix(k, settingFenceBMC); isBMC && node != "" && len(node) <= 64 {
+			check, ok = checkHostList, true
+		}
 		if !ok {
 			apiError(w, fieldError("set."+k, "unknown setting"))
 			return
@@ -543,7 +555,7 @@ func (a *Agent) handlePatchSettings(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for _, k := range req.Unset {
-		if _, ok := known[k]; !ok {
+		if _, ok := known[k]; !ok && !strings.HasPrefix(k, settingFenceBMC) {
 			apiError(w, fieldError("unset", "unknown setting "+k))
 			return
 		}

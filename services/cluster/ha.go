@@ -37,7 +37,8 @@ func (a *Agent) lostNodes(leaderSince time.Time) map[string]time.Duration {
 		if pr, ok := a.probes.get(m.ID); ok && pr.At.After(last) {
 			last = pr.At
 		}
-		if since := time.Since(last); since > a.fenceWait(m) {
+		since := time.Since(last)
+		if since > a.fenceWait(m) || since > a.fenceAfter() && a.confirmedOff(m, last) {
 			lost[m.ID] = since
 		}
 	}
@@ -90,6 +91,9 @@ func (a *Agent) restartLostVMs(leaderSince time.Time) {
 			}
 		}
 		detail := fmt.Sprintf("%s not reached for %.1fs (fence bound %.1fs): restarted on %s", names[from], lost[from].Seconds(), waits[from].Seconds(), names[node])
+		if lost[from] <= waits[from] {
+			detail = fmt.Sprintf("%s not reached for %.1fs and confirmed off by the board's fence (fence bound %.1fs): restarted on %s", names[from], lost[from].Seconds(), waits[from].Seconds(), names[node])
+		}
 		a.log.Warn("HA: restarting a VM of a lost node", "vm", vm.Name, "from", names[from], "on", names[node])
 		_, _ = a.propose(directory.TypeAudit, "ha", "", directory.AuditPayload{Action: "ha.restart", Target: vm.Name, Result: "ok", Detail: detail})
 	}

@@ -1,6 +1,7 @@
 package tandeminit
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/tandemhci/tandem/board"
@@ -18,6 +19,18 @@ const clusterSocket = "/run/tandem/cluster.sock"
 // serviceTable is the node's one declared table of services.
 func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 	port := strconv.Itoa(s.Int(settings.KeyFrontdoorPort))
+	clusterArgs := []string{"-data", dataDir + "/cluster", "-socket", clusterSocket, "-port", port,
+		"-mgmt", netconf.ManagementBridge, "-interconnect", netconf.InterconnectPort,
+		"-heartbeat", s.Get(settings.KeyHeartbeat), "-lease", s.Get(settings.KeyLeaderLease)}
+	if f := b.Fence; f != nil {
+		// The board's fence: the leader powers a lost node off through
+		// its BMC and restarts its HA VMs without waiting for its watchdog.
+		cmd, _ := json.Marshal(f.Command)
+		clusterArgs = append(clusterArgs, "-fence-command", string(cmd))
+		if f.Timeout > 0 {
+			clusterArgs = append(clusterArgs, "-fence-timeout", f.Timeout.String())
+		}
+	}
 	table := []supervisor.Service{
 		{
 			// The only port the node exposes: web console, API, raft,
@@ -31,11 +44,9 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 		{
 			// Raft with the peer node and the witness, the replicated
 			// directory and the cluster IP; reached through the front door.
-			Name: "cluster",
-			Path: bin + "tandem-cluster",
-			Args: []string{"-data", dataDir + "/cluster", "-socket", clusterSocket, "-port", port,
-				"-mgmt", netconf.ManagementBridge, "-interconnect", netconf.InterconnectPort,
-				"-heartbeat", s.Get(settings.KeyHeartbeat), "-lease", s.Get(settings.KeyLeaderLease)},
+			Name:      "cluster",
+			Path:      bin + "tandem-cluster",
+			Args:      clusterArgs,
 			Critical:  true,
 			ReadyDial: "unix:" + clusterSocket,
 		},

@@ -50,6 +50,8 @@ type Options struct {
 	// guests want more: a forwarded request on a loaded machine can take
 	// seconds.
 	APITimeout time.Duration
+	// FenceCommand is the nodes' board fence (-fence-command), if any.
+	FenceCommand []string
 }
 
 // Cluster is the test cluster.
@@ -204,13 +206,18 @@ func (m *Member) Start() {
 	if c.opts.Heartbeat > 0 {
 		timing = []string{"-heartbeat", c.opts.Heartbeat.String(), "-lease", c.opts.Lease.String()}
 	}
+	nodeOnly := []string{}
+	if len(c.opts.FenceCommand) > 0 {
+		fence, _ := json.Marshal(c.opts.FenceCommand)
+		nodeOnly = append(nodeOnly, "-fence-command", string(fence))
+	}
 	var cmds [][]string
 	if m.Role == "node" {
 		cmds = [][]string{
 			{"tandem-frontdoor", "-listen", ":443", "-state", m.Dir + "/frontdoor", "-member-tls", m.Dir + "/cluster/tls",
 				"-supervisor", m.Dir + "/no-supervisor.sock", "-cluster", m.Dir + "/cluster.sock", "-storage", m.Dir + "/storage.sock", "-vmm", m.Dir + "/vmm.sock"},
 			append([]string{"tandem-cluster", "-data", m.Dir + "/cluster", "-socket", m.Dir + "/cluster.sock", "-name", m.Name,
-				"-mgmt", m.LAN, "-interconnect", "ic0", "-console", "", "-supervisor", m.Dir + "/no-supervisor.sock"}, timing...),
+				"-mgmt", m.LAN, "-interconnect", "ic0", "-console", "", "-supervisor", m.Dir + "/no-supervisor.sock"}, append(timing, nodeOnly...)...),
 		}
 		if c.opts.Storage {
 			cmds = append(cmds, m.storageArgs())

@@ -5,6 +5,7 @@ package clustercmd
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,8 @@ func Main(args []string) int {
 	lease := fs.Duration("lease", cluster.DefaultTiming().LeaderLease, "leader lease (under the heartbeat timeout)")
 	console := fs.String("console", "/dev/console", "where to show the setup code while not in a cluster (empty: nowhere)")
 	supervisor := fs.String("supervisor", statusapi.Socket, "the supervisor's status API, for the inventory")
+	fenceCommand := fs.String("fence-command", "", "the board's fence, a JSON array: the program and arguments that power a lost node off ({node}, {bmc})")
+	fenceTimeout := fs.Duration("fence-timeout", 15*time.Second, "how long the board's fence may take")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,14 +56,23 @@ func Main(args []string) int {
 		list := strings.Split(*advertise, ",")
 		addrs = func() []string { return list }
 	}
+	var fence *cluster.BoardFence
+	if *fenceCommand != "" {
+		fence = &cluster.BoardFence{Timeout: *fenceTimeout}
+		if err := json.Unmarshal([]byte(*fenceCommand), &fence.Command); err != nil || len(fence.Command) == 0 {
+			fmt.Fprintf(os.Stderr, "-fence-command: want a JSON array of strings, the program first: %v\n", err)
+			return 2
+		}
+	}
 	inv := inventory(statusapi.NewClient(*supervisor))
 	a, err := cluster.New(cluster.Config{
 		Role: pki.RoleNode, Name: *name, DataDir: *data, Socket: *socket, Addresses: addrs,
 		ClusterIPDevice: *mgmt, Interconnect: *ic, Port: *port,
-		Timing:    cluster.Timing{Heartbeat: *heartbeat, LeaderLease: *lease},
-		Version:   inv().ImageVersion,
-		Inventory: inv,
-		Logger:    log,
+		Timing:     cluster.Timing{Heartbeat: *heartbeat, LeaderLease: *lease},
+		Version:    inv().ImageVersion,
+		Inventory:  inv,
+		BoardFence: fence,
+		Logger:     log,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
