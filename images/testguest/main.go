@@ -66,6 +66,7 @@ func run() error {
 		return err
 	}
 	go onlineHotplugged()
+	go c.tick()
 	watchPowerButton(c) // before READY: a shutdown asked after it is heard
 	fmt.Printf("TESTGUEST READY count=%d disk=%s ip=%s\n", c.value(), disk, args["tandem.ip"])
 	mux := http.NewServeMux()
@@ -216,6 +217,26 @@ func (c *counter) value() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// tick writes a sequence number to the disk's second block ten times a
+// second, for the guest's life: a guest that runs writes its disk even
+// when nobody asks its counter, which is what the HA tests look for on a
+// node cut off from the cluster (its copy must stop changing before the
+// other node starts the VM).
+func (c *counter) tick() {
+	block := alignedSector()
+	for seq := uint64(1); ; seq++ {
+		time.Sleep(100 * time.Millisecond)
+		copy(block, "TGT1")
+		binary.BigEndian.PutUint64(block[4:12], seq)
+		c.mu.Lock() // held for good once the guest powers off
+		_, err := c.disk.WriteAt(block, 4096)
+		c.mu.Unlock()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "testguest: tick %d: %v\n", seq, err)
+		}
+	}
 }
 
 // add counts one and returns once the new count is on the disk.

@@ -575,19 +575,45 @@ func TestHA(t *testing.T) {
 		return e.do("GET", "/api/v1/volumes/db-disk", nil, &v) == nil && v.Copies[aID] == directory.CopyUpToDate
 	})
 
-	// 2. node-b, running the VM, is cut off from the cluster but stays up.
-	before, _ = cnt.state()
-	cut = time.Now()
-	c.Isolate(c.B)
-	back = cnt.waitAfter(t, cut, 90*time.Second)
-	after, _ = cnt.state()
-	c.Heal()
-	fenced := e.lastEvent(c.B, "db", "fenced")
-	started = e.lastEvent(c.A, "db", "started")
-	t.Logf("node-b isolated: fenced its copy at +%.1fs, node-a started one at +%.1fs, answered at +%.1fs; count %d → %d",
-		fenced.Sub(cut).Seconds(), started.Sub(cut).Seconds(), back.Sub(cut).Seconds(), before, after)
-	if fenced.IsZero() || started.IsZero() || !fenced.Before(started) {
-		t.Fatalf("the isolated node stopped its copy at %v, the survivor started one at %v: they may have run at once", fenced, started)
+	// 2. The node running the VM is cut off from the cluster but stays
+	// up, three times over (node-b, node-a, node-b). Each time it stops
+	// its QEMU before the survivor starts one, and its copy of the disk,
+	// which the guest writes ten times a second and nothing else writes
+	// while the node is cut off, was last written before that start: the
+	// two never ran at once.
+	var disk directory.Volume
+	e.must("GET", "/api/v1/volumes/db-disk", nil, &disk)
+	for run, holder := range []*clustertest.Member{c.B, c.A, c.B} {
+		other := c.A
+		if holder == c.A {
+			other = c.B
+		}
+		before, _ = cnt.state()
+		cut = time.Now()
+		c.Isolate(holder)
+		back = cnt.waitAfter(t, cut, 90*time.Second)
+		after, _ = cnt.state()
+		st, err := os.Stat(filepath.Join(holder.Dir, "volumes", disk.ID+".data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastWrite := st.ModTime()
+		c.Heal()
+		fenced := e.lastEvent(holder, "db", "fenced")
+		started = e.lastEvent(other, "db", "started")
+		t.Logf("run %d: %s isolated: fenced its QEMU at +%.1fs, its copy last written at +%.1fs; %s started one at +%.1fs, answered at +%.1fs; count %d → %d",
+			run+1, holder.Name, fenced.Sub(cut).Seconds(), lastWrite.Sub(cut).Seconds(), other.Name, started.Sub(cut).Seconds(), back.Sub(cut).Seconds(), before, after)
+		if fenced.Before(cut) || started.Before(cut) || !fenced.Before(started) {
+			t.Fatalf("the isolated node stopped its QEMU at %v, the survivor started one at %v: they may have run at once", fenced, started)
+		}
+		if !lastWrite.Before(started) {
+			t.Fatalf("%s's copy was written at %v, after %s started the VM at %v: both ran at once", holder.Name, lastWrite, other.Name, started)
+		}
+		id := nodeID(t, holder)
+		nstest.WaitFor(t, 60*time.Second, holder.Name+"'s copy up to date", func() bool {
+			var v directory.Volume
+			return e.do("GET", "/api/v1/volumes/db-disk", nil, &v) == nil && v.Copies[id] == directory.CopyUpToDate
+		})
 	}
 
 	// 3. node-a's VM manager hangs and node-a is cut off: nothing stops
