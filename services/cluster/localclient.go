@@ -138,8 +138,23 @@ func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) ht
 			frontdoor.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("needs the %s role, you are %s", role, p.Role))
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(context.WithValue(r.Context(), servicePrincipalKey, p)))
 	}
+}
+
+// servicePrincipalKey holds, for a service on this node, the user
+// RequireUser let through.
+const servicePrincipalKey ctxKey = 2
+
+// Actor names who asked for a request RequireUser let through, and from
+// where, for a service's history: "admin from 192.0.2.7".
+func Actor(r *http.Request) string {
+	p, _ := r.Context().Value(servicePrincipalKey).(Principal)
+	user := p.User
+	if user == "" {
+		user = "someone"
+	}
+	return user + " from " + clientAddr(r)
 }
 
 // VMStopped records that a VM's guest powered itself off here.

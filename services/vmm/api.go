@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
@@ -174,7 +175,7 @@ func (m *Manager) handleReset(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusBadGateway, "qmp", "QEMU refused the reset: "+err.Error())
 		return
 	}
-	m.history.add(name, "reset", "hard reset by "+r.Header.Get(frontdoor.HeaderClient))
+	m.history.add(name, "reset", "hard reset by "+cluster.Actor(r))
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -202,7 +203,7 @@ func (m *Manager) handleReboot(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusConflict, "stopping", fmt.Sprintf("VM %s is already shutting down", name))
 		return
 	}
-	m.history.add(name, "reboot", "asked by "+r.Header.Get(frontdoor.HeaderClient))
+	m.history.add(name, "reboot", "asked by "+cluster.Actor(r))
 	go func() {
 		how := in.stop(false, m.cfg.ShutdownTimeout)
 		m.history.add(name, "stopped", how+"; starting again")

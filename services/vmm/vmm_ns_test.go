@@ -434,7 +434,7 @@ func TestEditHotAddAndReboot(t *testing.T) {
 	if st := e.status(c.B, "web"); len(st.Pending) != 0 || st.MemoryMiB != 256 {
 		t.Errorf("status after the reboot: %+v", st)
 	}
-	if h := e.history("web"); !strings.Contains(h, "stopped: shut down by the guest (ACPI); starting again") {
+	if h := e.history("web"); !strings.Contains(h, "stopped: shut down by the guest (ACPI); starting again") || !strings.Contains(h, "reboot: asked by admin from "+clustertest.Subnet+"50") {
 		t.Errorf("history on node-b:\n%s", h)
 	}
 	hotAdded := ""
