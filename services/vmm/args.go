@@ -61,25 +61,22 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 	for i := 1; i < vm.CPUs; i++ {
 		args = append(args, "-device", fmt.Sprintf("%s,id=cpu%d,socket-id=0,core-id=%d,thread-id=0", acc.CPUDevice(), i, i))
 	}
-	// Root ports for every disk and NIC the VM may have (hotplug.go). No
-	// I/O port window: virtio needs none, and 24 would not fit in 64 KiB.
-	for i := 0; i < diskSlots; i++ {
-		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=pd%d,chassis=%d,io-reserve=0", i, 1+i))
-	}
-	for i := 0; i < nicSlots; i++ {
-		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=pn%d,chassis=%d,io-reserve=0", i, 1+diskSlots+i))
-	}
+	// One PCI bridge with a slot for every disk and NIC the VM may have
+	// (hotplug.go), hot-plugged through ACPI. A PCIe root port per slot
+	// would do too, but 24 of them cost the guest's kernel 1.2 s of boot
+	// under TCG; the bridge costs nothing measurable.
+	args = append(args, "-device", "pci-bridge,id="+hotplugBus+",chassis_nr=1,shpc=off")
 	for i, d := range vm.Disks {
 		id := fmt.Sprintf("disk%d", i)
 		args = append(args,
 			"-drive", fmt.Sprintf("driver=raw,if=none,id=%s,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,cache.direct=off,discard=unmap",
 				id, qemuOptionValue(nbdSocket), qemuOptionValue(d.Volume)),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bus=pd%d,bootindex=%d", id, i, i, i+1))
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bus=%s,addr=%#x,bootindex=%d", id, i, hotplugBus, diskSlot(i), i+1))
 	}
 	for i, n := range vm.NICs {
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, tapName(vm.Name, i)),
-			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d,bus=pn%d", i, n.MAC, i, i))
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d,bus=%s,addr=%#x", i, n.MAC, i, hotplugBus, nicSlot(i)))
 	}
 	if b := vm.Boot; b != nil {
 		args = append(args, "-kernel", filepath.Join(bootDir, b.Kernel))

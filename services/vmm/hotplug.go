@@ -17,17 +17,21 @@ import (
 // pending until the VM next starts, as in Proxmox; a reboot applies it.
 //
 // A cold start lays the hardware out exactly as hot-adds do (CPU i is
-// core i of -smp's possible CPUs, disk i sits on root port pd<i>, NIC i
-// on pn<i>), so a VM started after an edit and one edited while running
-// look the same to the guest and to a migration.
+// core i of -smp's possible CPUs, disk i sits in slot diskSlot(i) of the
+// hotplug bridge, NIC i in nicSlot(i)), so a VM started after an edit
+// and one edited while running look the same to the guest and to a
+// migration.
 
 const (
 	possibleCPUs = 16                   // -smp maxcpus, unless the VM has more
-	diskSlots    = directory.MaxVMDisks // PCIe root ports for disks
-	nicSlots     = directory.MaxVMNICs  // and for NICs
+	diskSlots    = directory.MaxVMDisks // bridge slots 1-16 for disks
+	nicSlots     = directory.MaxVMNICs  // and 17-24 for NICs
+	hotplugBus   = "hotplug"            // the PCI bridge's id
 )
 
 func maxCPUs(vm directory.VM) int { return max(vm.CPUs, possibleCPUs) }
+func diskSlot(i int) int          { return 1 + i }
+func nicSlot(i int) int           { return 1 + diskSlots + i }
 
 // hardwareEdit is how a running VM gets from what it runs to what its
 // definition wants.
@@ -235,7 +239,7 @@ func (m *Manager) plugDisk(ctx context.Context, in *instance, i int, d directory
 		return err
 	}
 	if err := in.qmp("device_add", map[string]any{"driver": "virtio-blk-pci", "drive": node, "id": fmt.Sprintf("vd%d", i),
-		"bus": fmt.Sprintf("pd%d", i), "bootindex": i + 1}, nil); err != nil {
+		"bus": hotplugBus, "addr": fmt.Sprintf("%#x", diskSlot(i)), "bootindex": i + 1}, nil); err != nil {
 		_ = in.qmp("blockdev-del", map[string]any{"node-name": node}, nil)
 		return err
 	}
@@ -254,7 +258,7 @@ func (m *Manager) plugNIC(in *instance, i int, n directory.VMNIC) error {
 		return err
 	}
 	if err := in.qmp("device_add", map[string]any{"driver": "virtio-net-pci", "netdev": id, "mac": n.MAC,
-		"id": fmt.Sprintf("nic%d", i), "bus": fmt.Sprintf("pn%d", i)}, nil); err != nil {
+		"id": fmt.Sprintf("nic%d", i), "bus": hotplugBus, "addr": fmt.Sprintf("%#x", nicSlot(i))}, nil); err != nil {
 		_ = in.qmp("netdev_del", map[string]any{"id": id}, nil)
 		return err
 	}
