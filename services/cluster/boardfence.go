@@ -81,12 +81,13 @@ func (a *Agent) runFence(m directory.Member, run *fenceRun) {
 	settings := a.Directory().Settings()
 	bmc := settings[settingFenceBMC+m.Name]
 	argv := make([]string, len(f.Command))
+	fill := strings.NewReplacer("{node}", m.Name, "{bmc}", bmc)
 	var err error
 	for i, arg := range f.Command {
 		if strings.Contains(arg, "{bmc}") && bmc == "" {
 			err = fmt.Errorf("the fence command needs node %s's BMC address: set %s%s", m.Name, settingFenceBMC, m.Name)
 		}
-		argv[i] = strings.NewReplacer("{node}", m.Name, "{bmc}", bmc).Replace(arg)
+		argv[i] = fill.Replace(arg)
 	}
 	var out bytes.Buffer
 	if err == nil {

@@ -186,18 +186,14 @@ func asCallingMember[P any](apply func(member string, p P) error) http.HandlerFu
 	}
 }
 
-// volumeCopyBy records a copy state as member; only a volume's primary
-// may (the directory checks the actor and generation).
-func (a *Agent) volumeCopyBy(member string, p directory.VolumeCopyPayload) error {
-	_, err := a.propose(directory.TypeVolumeCopy, "member:"+member, "", p)
-	return err
-}
-
-// volumeClonedBy records a clone's data copied in, as member; only its
-// primary may.
-func (a *Agent) volumeClonedBy(member string, p directory.VolumeClonedPayload) error {
-	_, err := a.propose(directory.TypeVolumeCloned, "member:"+member, "", p)
-	return err
+// proposedBy is the apply function of a change the directory itself
+// checks against its actor (a volume's copy state or finished clone: only
+// the volume's primary, at its generation, may record them).
+func proposedBy[P any](a *Agent, typ directory.Type) func(member string, p P) error {
+	return func(member string, p P) error {
+		_, err := a.propose(typ, "member:"+member, "", p)
+		return err
+	}
 }
 
 // handleLocalWhoami authenticates a user's credentials for a service on

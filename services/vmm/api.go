@@ -124,6 +124,15 @@ func (m *Manager) status(name string) VMStatus {
 	return st
 }
 
+// runningHere is the VM's QEMU on this node, or a 409 answered.
+func (m *Manager) runningHere(w http.ResponseWriter, name string) (*instance, bool) {
+	in := m.instance(name)
+	if in == nil {
+		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+	}
+	return in, in != nil
+}
+
 func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	var names []string
@@ -149,9 +158,8 @@ func (m *Manager) handleHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Manager) handleSerialLog(w http.ResponseWriter, r *http.Request) {
-	in := m.instance(r.PathValue("name"))
-	if in == nil {
-		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+	in, ok := m.runningHere(w, r.PathValue("name"))
+	if !ok {
 		return
 	}
 	f, err := os.Open(in.p.serialLog())
@@ -166,9 +174,8 @@ func (m *Manager) handleSerialLog(w http.ResponseWriter, r *http.Request) {
 
 func (m *Manager) handleReset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	in := m.instance(name)
-	if in == nil {
-		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+	in, ok := m.runningHere(w, name)
+	if !ok {
 		return
 	}
 	if err := in.raw.SystemReset(); err != nil {
@@ -185,9 +192,8 @@ func (m *Manager) handleReset(w http.ResponseWriter, r *http.Request) {
 // comes at once; the history tells how it went.
 func (m *Manager) handleReboot(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	in := m.instance(name)
-	if in == nil {
-		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+	in, ok := m.runningHere(w, name)
+	if !ok {
 		return
 	}
 	in.mu.Lock()
@@ -224,9 +230,8 @@ var upgrader = websocket.Upgrader{
 // handleConsole bridges a websocket to the VM's serial port ("serial") or
 // its VNC server ("vnc"), both Unix sockets only this node can reach.
 func (m *Manager) handleConsole(w http.ResponseWriter, r *http.Request) {
-	in := m.instance(r.PathValue("name"))
-	if in == nil {
-		frontdoor.WriteError(w, http.StatusConflict, "not_running", errNotRunning.Error())
+	in, ok := m.runningHere(w, r.PathValue("name"))
+	if !ok {
 		return
 	}
 	var sock string

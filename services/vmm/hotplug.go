@@ -159,9 +159,12 @@ func (m *Manager) applyEdit(ctx context.Context, in *instance, want directory.VM
 		run.NICs = append(run.NICs, want.NICs[i])
 		applied = append(applied, fmt.Sprintf("NIC %d (%s)", i, want.NICs[i].MAC))
 	}
-	// What is not hardware applies as it is: HA, priority, description.
-	run.Description, run.HA, run.FT, run.Priority, run.Template = want.Description, want.HA, want.FT, want.Priority, want.Template
-	run.Generation = want.Generation
+	// What is not hardware applies as it is (HA, priority, description,
+	// and any field added later): what runs is the wanted definition with
+	// the hardware the QEMU has.
+	hw := run
+	run = want
+	run.CPUs, run.MemoryMiB, run.Disks, run.NICs, run.Boot = hw.CPUs, hw.MemoryMiB, hw.Disks, hw.NICs, hw.Boot
 	in.setDefinition(run)
 	if len(applied) > 0 {
 		m.history.add(want.Name, "hot-added", strings.Join(applied, ", "))

@@ -178,6 +178,10 @@ func (in *instance) setDefinition(vm directory.VM) {
 	_ = writeDefinition(in.p, vm)
 }
 
+// writeDefinition replaces the run folder's vm.json at once. Not synced
+// (unlike pki.WriteFileAtomic): it lives in /run and means nothing after a
+// reboot, and an fsync here could stall the reconcile loop behind a busy
+// disk.
 func writeDefinition(p paths, vm directory.VM) error {
 	b, err := json.Marshal(vm)
 	if err != nil {
