@@ -143,6 +143,7 @@ func watchInputs(c *counter, watching map[string]bool) {
 
 func powerOff(c *counter) {
 	fmt.Printf("TESTGUEST POWER BUTTON count=%d: powering off\n", c.value())
+	c.off.Store(true)
 	c.mu.Lock() // no count after this line
 	c.disk.Sync()
 	unix.Sync()
