@@ -68,10 +68,12 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/vms/{name}/migrate", a.user(operator, a.leaderOnly(a.handleMigrateVM)))
 	volumeCopy := proposedBy[directory.VolumeCopyPayload](a, directory.TypeVolumeCopy)
 	volumeCloned := proposedBy[directory.VolumeClonedPayload](a, directory.TypeVolumeCloned)
+	vmFT := proposedBy[directory.VMFTPayload](a, directory.TypeVMFT)
 	mux.HandleFunc("POST /api/v1/cluster/volumes/copy", a.member(a.leaderOnly(asCallingMember(volumeCopy))))
 	mux.HandleFunc("POST /api/v1/cluster/volumes/cloned", a.member(a.leaderOnly(asCallingMember(volumeCloned))))
 	mux.HandleFunc("POST /api/v1/cluster/vms/stopped", a.member(a.leaderOnly(asCallingMember(a.vmStoppedBy))))
 	mux.HandleFunc("POST /api/v1/cluster/vms/moved", a.member(a.leaderOnly(asCallingMember(a.vmMovedBy))))
+	mux.HandleFunc("POST /api/v1/cluster/vms/ft", a.member(a.leaderOnly(asCallingMember(vmFT))))
 	mux.HandleFunc("POST /api/v1/cluster/volumes/primary-here", a.member(a.leaderOnly(asCallingMember(a.primaryFor))))
 	// This node's services, on the socket only.
 	mux.HandleFunc("GET /local/v1/view", a.local(a.handleLocalView))
@@ -80,6 +82,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /local/v1/volumes/primary-here", a.local(asThisMember(a, "/api/v1/cluster/volumes/primary-here", a.primaryFor)))
 	mux.HandleFunc("POST /local/v1/vms/stopped", a.local(asThisMember(a, "/api/v1/cluster/vms/stopped", a.vmStoppedBy)))
 	mux.HandleFunc("POST /local/v1/vms/moved", a.local(asThisMember(a, "/api/v1/cluster/vms/moved", a.vmMovedBy)))
+	mux.HandleFunc("POST /local/v1/vms/ft", a.local(asThisMember(a, "/api/v1/cluster/vms/ft", vmFT)))
 	mux.HandleFunc("GET /local/v1/whoami", a.local(a.handleLocalWhoami))
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -54,7 +54,10 @@ func (a *Agent) restartLostVMs(leaderSince time.Time) {
 	d := a.Directory()
 	var moving []directory.VM
 	for _, vm := range d.VMs() {
-		if _, ok := lost[vm.Node]; ok && vm.Running && vm.HA {
+		// An FT VM whose pairing could not take over (still syncing, or
+		// not paired) is restarted like an HA VM; a protected one has
+		// failed over to its secondary before this (vmm/ft.go).
+		if _, ok := lost[vm.Node]; ok && vm.Running && (vm.HA || vm.FT) {
 			moving = append(moving, vm)
 		}
 	}

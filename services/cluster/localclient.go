@@ -162,6 +162,14 @@ func (l *LocalClient) VMStopped(ctx context.Context, p VMStopped) error {
 	return l.do(ctx, http.MethodPost, "/local/v1/vms/stopped", nil, p, nil)
 }
 
+// VMFT records a change of a VM's fault tolerance, as this node: the
+// start of a pairing, its protection reached, or a failover. It returns
+// once the cluster committed it; a change for a pairing that moved on
+// is refused (directory.ErrConflict in the message).
+func (l *LocalClient) VMFT(ctx context.Context, p directory.VMFTPayload) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/vms/ft", nil, p, nil)
+}
+
 // VMMoved records the end of a live migration this node sent.
 func (l *LocalClient) VMMoved(ctx context.Context, p VMMoved) error {
 	return l.do(ctx, http.MethodPost, "/local/v1/vms/moved", nil, p, nil)

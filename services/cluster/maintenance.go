@@ -73,6 +73,12 @@ func (a *Agent) drainMaintenance() {
 			if vm.Node != c.Node || !vm.Running {
 				continue
 			}
+			if m, ok := d.Member(c.Node); ok && a.plannedFailover(vm, m) {
+				break
+			}
+			if vm.FTRunning() {
+				continue // still syncing: it stays until it is in step or FT ends
+			}
 			target, err := place(capacities(d, vm.Name), vm, "")
 			if err != nil {
 				a.log.Warn("maintenance: a VM has nowhere to go", "vm", vm.Name, "node", c.Name, "err", err)

@@ -56,6 +56,10 @@ func capacities(d *directory.Directory, skip string) []Capacity {
 			out[i].UsedCPUs += vm.CPUs
 			out[i].UsedMemMiB += int64(vm.MemoryMiB)
 		}
+		if i, ok := byID[vm.FTSecondary]; ok && vm.Running && vm.Name != skip {
+			out[i].UsedCPUs += vm.CPUs
+			out[i].UsedMemMiB += ftSecondaryMiB(vm)
+		}
 	}
 	return out
 }
@@ -109,7 +113,11 @@ type VMRequest struct {
 	NICs        []directory.VMNIC  `json:"nics,omitempty"`
 	Boot        *directory.VMBoot  `json:"boot,omitempty"`
 	HA          bool               `json:"ha,omitempty"`
-	Priority    int                `json:"priority,omitempty"`
+	// FT keeps a running copy of the VM on the other node (COLO): it
+	// takes over within a second, with the guest's connections, when
+	// the VM's node fails.
+	FT       bool `json:"ft,omitempty"`
+	Priority int  `json:"priority,omitempty"`
 	// Start, on create: start the VM at once (on Node, or where it fits).
 	Start bool   `json:"start,omitempty"`
 	Node  string `json:"node,omitempty"`
@@ -125,7 +133,7 @@ func newMAC() string {
 
 func (req VMRequest) vm() directory.VM {
 	vm := directory.VM{Name: req.Name, Description: req.Description, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
-		Disks: req.Disks, NICs: slices.Clone(req.NICs), Boot: req.Boot, HA: req.HA, Priority: req.Priority}
+		Disks: req.Disks, NICs: slices.Clone(req.NICs), Boot: req.Boot, HA: req.HA, FT: req.FT, Priority: req.Priority}
 	for i := range vm.NICs {
 		if vm.NICs[i].MAC == "" {
 			vm.NICs[i].MAC = newMAC()
@@ -223,6 +231,12 @@ func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	vm := req.vm()
 	vm.Node, vm.Running, vm.Template = old.Node, old.Running, old.Template
+	if vm.FT && !old.FT && vm.Running {
+		if err := a.canProtect(vm); err != nil {
+			apiError(w, err)
+			return
+		}
+	}
 	a.putVMAndAnswer(w, r, vm, old.Generation, req.ExpectedGeneration, http.StatusOK)
 }
 
@@ -350,6 +364,11 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 	}
 	if vm.MigrateTo != "" {
 		apiError(w, fmt.Errorf("VM %s is already moving: %w", name, directory.ErrConflict))
+		return
+	}
+	if vm.FTRunning() {
+		apiError(w, fmt.Errorf("VM %s is fault tolerant (%s, secondary on %s): it is not live-migrated; "+
+			"switch FT off first, or put its node into maintenance for a planned failover: %w", name, vm.FTState, a.memberName(vm.FTSecondary), directory.ErrConflict))
 		return
 	}
 	caps := capacities(a.Directory(), name)

@@ -66,6 +66,8 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyVolumeCopy(index, env))
 	case TypeVolumeCloned:
 		target, err = withPayload(env, d.applyVolumeCloned(index, env))
+	case TypeVMFT:
+		target, err = withPayload(env, d.applyVMFT(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command
@@ -356,6 +358,23 @@ func (d *Directory) applyVMPut(index uint64, env Envelope) func(VMPutPayload) (s
 				return "", fmt.Errorf("VM %s changed since generation %d (now %d): %w", vm.Name, p.Op.ExpectedGeneration, old.Generation, ErrConflict)
 			}
 			vm.Generation, vm.Created = old.Generation+1, old.Created
+			// Fault tolerance at run time is the VM manager's to record
+			// (TypeVMFT); a put that stops the VM, moves it (an HA
+			// restart) or switches FT off ends the pairing.
+			vm.FTSecondary, vm.FTState, vm.FTReason, vm.FTEpoch = old.FTSecondary, old.FTState, old.FTReason, old.FTEpoch
+			if vm.FTSecondary != "" && (!vm.Running || vm.Node != old.Node || !vm.FT) {
+				survivor, reason := old.Node, "FT switched off"
+				switch {
+				case !vm.Running:
+					reason = "the VM stopped"
+				case vm.Node != old.Node:
+					survivor, reason = vm.Node, "the VM was restarted on another node"
+				}
+				d.endFT(index, env, &vm, survivor, "", reason)
+			}
+			if !vm.FT || !vm.Running {
+				vm.FTState, vm.FTReason = "", ""
+			}
 		default:
 			return "", fmt.Errorf("op %q: %w", p.Op.Op, ErrInvalid)
 		}

@@ -43,6 +43,7 @@ const (
 	TypeVolumeCopy    Type = 23 // the primary records its peer's copy outdated or up to date
 	TypeMaintenance   Type = 24 // a node enters or leaves maintenance
 	TypeVolumeCloned  Type = 25 // a clone's primary copied its source's data in
+	TypeVMFT          Type = 26 // a VM's fault tolerance starts, is reached, fails over or ends
 )
 
 // Envelope is what every command carries besides its payload.
@@ -189,7 +190,7 @@ func (t Type) String() string {
 		TypeLabelSet: "label.set", TypeAlertPut: "alert.put", TypeAlertDelete: "alert.delete", TypeTokenPut: "token.put",
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
 		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
-		TypeVolumeCloned: "volume.cloned",
+		TypeVolumeCloned: "volume.cloned", TypeVMFT: "vm.ft",
 	}
 	if n, ok := names[t]; ok {
 		return n

@@ -88,8 +88,17 @@ type VM struct {
 	MigrateTo string `json:"migrate_to,omitempty"`
 	// Home is the node a VM left for its node's maintenance, to go back
 	// to when the maintenance ends.
-	Home       string    `json:"home,omitempty"`
-	Generation int64     `json:"generation"` // raised on every change
+	Home string `json:"home,omitempty"`
+	// Fault tolerance as it stands, changed only by TypeVMFT (and ended
+	// when the VM stops or moves otherwise): the node running the
+	// secondary QEMU, the state (FTSyncing, FTProtected, …), why it is
+	// not protected, and an epoch raised at every change, so a failover
+	// decided for an earlier pairing is refused.
+	FTSecondary string `json:"ft_secondary,omitempty"`
+	FTState     string `json:"ft_state,omitempty"`
+	FTReason    string `json:"ft_reason,omitempty"`
+	FTEpoch     uint64 `json:"ft_epoch,omitempty"`
+	Generation  int64  `json:"generation"` // raised on every change
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
 }

@@ -17,6 +17,12 @@ const (
 	MaxVMMemoryMiB = 1 << 20
 	MaxVMDisks     = 16
 	MaxVMNICs      = 8
+	// A fault-tolerant VM's limits: every checkpoint pauses it to copy
+	// what its vCPUs dirtied, and every disk and NIC is replicated and
+	// compared on its own channel.
+	MaxFTCPUs  = 4
+	MaxFTDisks = 4
+	MaxFTNICs  = 2
 )
 
 // checkVM validates what a VM refers to: its disks are volumes no other
@@ -28,6 +34,10 @@ func (d *Directory) checkVM(vm *VM) error {
 	}
 	if len(vm.Disks) > MaxVMDisks || len(vm.NICs) > MaxVMNICs {
 		return fmt.Errorf("VM %s: at most %d disks and %d NICs: %w", vm.Name, MaxVMDisks, MaxVMNICs, ErrInvalid)
+	}
+	if vm.FT && (vm.CPUs > MaxFTCPUs || len(vm.Disks) > MaxFTDisks || len(vm.NICs) > MaxFTNICs) {
+		return fmt.Errorf("VM %s: a fault-tolerant VM has at most %d vCPUs, %d disks and %d NICs (it has %d, %d, %d): %w",
+			vm.Name, MaxFTCPUs, MaxFTDisks, MaxFTNICs, vm.CPUs, len(vm.Disks), len(vm.NICs), ErrInvalid)
 	}
 	if len(vm.Disks) == 0 && vm.Boot == nil {
 		return fmt.Errorf("VM %s: nothing to boot from: give it a disk or a kernel: %w", vm.Name, ErrInvalid)

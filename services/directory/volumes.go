@@ -35,6 +35,13 @@ type Volume struct {
 	// CloneFrom is the volume this one is a copy of (a template's disk):
 	// its primary copies the data in, then records Cloned. Until then no
 	// VM starts on it.
+	// Colo is the node of a fault-tolerant VM's secondary while COLO
+	// keeps the copies in step: each copy is written by its own node's
+	// QEMU (the primary's writes reach the secondary's copy through
+	// QEMU's block replication), not by the replicator, and both record
+	// what they write, so that when the pairing ends the survivor's copy
+	// is brought over the other's by the union of the two bitmaps.
+	Colo      string    `json:"colo,omitempty"`
 	CloneFrom string    `json:"clone_from,omitempty"`
 	Cloned    bool      `json:"cloned,omitempty"`
 	Created   time.Time `json:"created"`
@@ -149,7 +156,7 @@ func (d *Directory) applyVolumePut(index uint64, env Envelope) func(VolumePutPay
 					return "", fmt.Errorf("volume %s: a clone is made where its source %s is primary (%s): %w", v.Name, src.Name, src.Primary, ErrInvalid)
 				}
 			}
-			v.Generation, v.Created, v.DiscardOthers, v.Cloned = 1, env.Time, false, false
+			v.Generation, v.Created, v.DiscardOthers, v.Cloned, v.Colo = 1, env.Time, false, false, ""
 			v.Copies = map[string]CopyState{}
 			for id, m := range d.s.Members {
 				if m.Role == MemberNode {
@@ -213,6 +220,11 @@ func (d *Directory) applyVolumePrimary(index uint64, env Envelope) func(VolumePr
 		}
 		v := *old
 		v.Copies = maps.Clone(old.Copies)
+		if v.Colo != "" {
+			// A fault-tolerant VM's copies were written apart by their
+			// QEMUs: the new primary's copy wins.
+			endColo(&v, p.Member)
+		}
 		if v.Copies[p.Member] == CopyOutdated {
 			if !p.Force {
 				return "", fmt.Errorf("volume %s: the copy on %s is outdated (it missed writes); promote it only with force, losing them: %w", p.Name, p.Member, ErrRefused)
@@ -224,7 +236,7 @@ func (d *Directory) applyVolumePrimary(index uint64, env Envelope) func(VolumePr
 			}
 		}
 		v.Copies[p.Member] = CopyUpToDate
-		v.Primary, v.Generation, v.DiscardOthers = p.Member, old.Generation+1, p.Discard
+		v.Primary, v.Generation, v.DiscardOthers = p.Member, old.Generation+1, p.Discard || old.Colo != ""
 		v.Updated = env.Time
 		d.s.Volumes[v.Name] = &v
 		detail := fmt.Sprintf("primary %s at generation %d", p.Member, v.Generation)
@@ -275,6 +287,9 @@ func (d *Directory) applyVolumeCopy(index uint64, env Envelope) func(VolumeCopyP
 		}
 		if p.Member == old.Primary || !d.isNode(p.Member) {
 			return "", fmt.Errorf("volume %s: %q is not the secondary: %w", p.Name, p.Member, ErrInvalid)
+		}
+		if old.Colo != "" {
+			return "", fmt.Errorf("volume %s: COLO keeps the copies of a fault-tolerant VM, not the replicator: %w", p.Name, ErrConflict)
 		}
 		if p.State != CopyUpToDate && p.State != CopyOutdated {
 			return "", fmt.Errorf("copy state %q: want uptodate or outdated: %w", p.State, ErrInvalid)

@@ -218,9 +218,12 @@ func relate(local Generations, localBase uint64, peer Generations, peerBase uint
 	}
 	if discardPeer && localBase == 0 {
 		switch rel {
-		case SplitBrain:
+		case SplitBrain, PeerNewer:
+			// The peer's bitmap holds every change since the version
+			// this copy has (or both diverged from): the union of the
+			// bitmaps covers the difference.
 			rel = LocalNewer
-		case SplitBrainFull, Unrelated, PeerNewer, PeerNewerFull:
+		case SplitBrainFull, Unrelated, PeerNewerFull:
 			rel = LocalNewerFull
 		}
 	}

@@ -84,9 +84,9 @@ func (v *Volume) Serve(ctx context.Context, conn net.Conn) error {
 	rel := relate(g, syncBase, h.Generations, h.SyncBase, false)
 	if h.Discard && syncBase == 0 {
 		switch rel {
-		case SplitBrain:
-			rel = PeerNewer
-		case SplitBrainFull, Unrelated, LocalNewer, LocalNewerFull:
+		case SplitBrain, LocalNewer:
+			rel = PeerNewer // the union of the bitmaps covers it (relate)
+		case SplitBrainFull, Unrelated, LocalNewerFull:
 			rel = PeerNewerFull
 		}
 	}

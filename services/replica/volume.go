@@ -520,12 +520,28 @@ func (v *Volume) goAlone() error {
 	v.mu.Unlock()
 	t := time.NewTimer(v.cfg.FenceTimeout)
 	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
-		return ErrNoQuorum
-	case <-v.ctx.Done():
-		return ErrNoQuorum
+	// The cluster may also say so by a new role (Promote with the peer
+	// outdated: a fault-tolerant VM's pairing began): checked as it
+	// waits.
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for {
+		select {
+		case <-ch:
+			break wait
+		case <-t.C:
+			return ErrNoQuorum
+		case <-v.ctx.Done():
+			return ErrNoQuorum
+		case <-poll.C:
+			v.mu.Lock()
+			alone := v.alone
+			v.mu.Unlock()
+			if alone {
+				break wait
+			}
+		}
 	}
 	v.mu.Lock()
 	alone := v.alone
@@ -566,6 +582,12 @@ func (v *Volume) fence(done chan struct{}) {
 	backoff := 100 * time.Millisecond
 	deadline := time.Now().Add(v.cfg.FenceTimeout)
 	for {
+		v.mu.Lock()
+		alone := v.alone
+		v.mu.Unlock()
+		if alone {
+			return // a new role said it meanwhile
+		}
 		ctx, cancel := context.WithTimeout(v.ctx, 5*time.Second)
 		err := v.cfg.Fence(ctx)
 		cancel()

@@ -138,6 +138,10 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 	}
 	rv := c.rv
 	role, gen := rv.Role()
+	if dv.Colo != "" && (dv.Colo == view.Self || dv.Primary == view.Self) {
+		c.followColo(dv, view)
+		return
+	}
 	if dv.Primary != view.Self {
 		if role == replica.Primary || gen < dv.Generation {
 			c.setConflict("")
@@ -174,6 +178,36 @@ func (c *copyState) follow(ctx context.Context, s *Service, dv directory.Volume,
 	if dv.Copying() {
 		c.startClone(ctx, dv)
 	}
+}
+
+// followColo serves a fault-tolerant VM's copy while COLO keeps the two
+// in step (directory.Volume.Colo): no replication stream, and this
+// node's QEMU writes it, the primary's directly, the secondary's through
+// its block replication. Each copy records what it takes in its bitmap
+// (as a primary going on alone does), from the version both shared when
+// the pairing began; when it ends the survivor's copy is brought over
+// the other's by the union of the two (DiscardOthers).
+func (c *copyState) followColo(dv directory.Volume, view cluster.LocalView) {
+	s := c.svc
+	c.stopPeer()
+	if !view.Current {
+		return
+	}
+	if role, gen := c.rv.Role(); role == replica.Primary && gen == dv.Generation {
+		return
+	}
+	if err := c.rv.Promote(dv.Generation, true); err != nil {
+		c.setProblem("cannot serve the fault-tolerant VM's copy: " + err.Error())
+		s.log.Error("cannot serve a COLO copy", "volume", dv.Name, "err", err)
+		return
+	}
+	c.setProblem("")
+	c.setConflict("")
+	side := "primary"
+	if dv.Colo == view.Self {
+		side = "secondary"
+	}
+	s.log.Info("COLO keeps this copy", "volume", dv.Name, "side", side, "generation", dv.Generation)
 }
 
 func (c *copyState) setProblem(p string) {

@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tandemhci/tandem/services/directory"
+)
+
+// Fault tolerance, the cluster's part: the directory arbitrates the
+// pairings (directory/ft.go) and the VM managers run them
+// (vmm/ft.go). Here: whether a VM can be protected when FT is switched
+// on, the memory a secondary takes, and maintenance of an FT VM's node.
+
+// ftSecondaryMiB is what a VM's secondary takes on its node: its RAM,
+// and as much again for COLO's copy of the last checkpoint.
+func ftSecondaryMiB(vm directory.VM) int64 { return 2 * int64(vm.MemoryMiB) }
+
+// canProtect says why a running VM could not be paired now, if it
+// could not: no other node, that node in maintenance or unreachable, or
+// without the memory a secondary takes.
+func (a *Agent) canProtect(vm directory.VM) error {
+	d := a.Directory()
+	for _, c := range capacities(d, vm.Name) {
+		if c.Node == vm.Node {
+			continue
+		}
+		switch {
+		case c.Maintenance:
+			return fmt.Errorf("VM %s cannot be protected: its secondary would run on %s, which is in maintenance: %w", vm.Name, c.Name, directory.ErrConflict)
+		case a.unreachable(c.Node):
+			return fmt.Errorf("VM %s cannot be protected: %s, where its secondary would run, is not reachable: %w", vm.Name, c.Name, directory.ErrConflict)
+		case c.MemoryMiB != 0 && c.FreeMiB() < ftSecondaryMiB(vm):
+			return fmt.Errorf("VM %s cannot be protected: its secondary needs %d MiB on %s (its memory and COLO's checkpoint copy), which has %d MiB free: %w",
+				vm.Name, ftSecondaryMiB(vm), c.Name, c.FreeMiB(), directory.ErrRefused)
+		}
+		return nil
+	}
+	return fmt.Errorf("VM %s cannot be protected: the cluster has no other node for its secondary: %w", vm.Name, directory.ErrConflict)
+}
+
+// unreachable says whether the leader's heartbeats to a member fail.
+func (a *Agent) unreachable(id string) bool {
+	_, failing := a.heartbeats.failingSince(id)
+	return failing
+}
+
+func (a *Agent) memberName(id string) string {
+	if m, ok := a.Directory().Member(id); ok {
+		return m.Name
+	}
+	return id
+}
+
+// plannedFailover moves a protected VM off a node entering maintenance
+// by a failover to its secondary: the secondary is in step, so the guest
+// goes on there with its connections and no migration. It says whether
+// it did.
+func (a *Agent) plannedFailover(vm directory.VM, node directory.Member) bool {
+	if vm.FTState != directory.FTProtected || vm.Node != node.ID {
+		return false
+	}
+	reason := fmt.Sprintf("planned: %s entered maintenance", node.Name)
+	if _, err := a.propose(directory.TypeVMFT, "member:"+node.ID, "", directory.VMFTPayload{
+		Name: vm.Name, Op: directory.FTOpFailover, Epoch: vm.FTEpoch, Survivor: vm.FTSecondary, Reason: reason}); err != nil {
+		a.log.Warn("maintenance: planned failover not recorded", "vm", vm.Name, "err", err)
+		return true // tried: not migrated meanwhile
+	}
+	a.log.Info("maintenance: planned failover", "vm", vm.Name, "to", a.memberName(vm.FTSecondary), "at", time.Now())
+	return true
+}
