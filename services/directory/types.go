@@ -94,13 +94,13 @@ type VM struct {
 	// secondary QEMU, the state (FTSyncing, FTProtected, …), why it is
 	// not protected, and an epoch raised at every change, so a failover
 	// decided for an earlier pairing is refused.
-	FTSecondary string `json:"ft_secondary,omitempty"`
-	FTState     string `json:"ft_state,omitempty"`
-	FTReason    string `json:"ft_reason,omitempty"`
-	FTEpoch     uint64 `json:"ft_epoch,omitempty"`
-	Generation  int64  `json:"generation"` // raised on every change
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+	FTSecondary string    `json:"ft_secondary,omitempty"`
+	FTState     string    `json:"ft_state,omitempty"`
+	FTReason    string    `json:"ft_reason,omitempty"`
+	FTEpoch     uint64    `json:"ft_epoch,omitempty"`
+	Generation  int64     `json:"generation"` // raised on every change
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
 }
 
 // VMDisk is one disk of a VM: a replicated volume.
