@@ -2,7 +2,7 @@
 // and this one static program, used by every VM test and by `make run`.
 //
 // It loads the virtio modules, sets the address the kernel command line
-// gives (tandem.ip=ADDR/PREFIX, tandem.gw=GW), and serves an HTTP counter
+// gives (tandem.ip=ADDR/PREFIX, tandem.gw=GW), echoes TCP on port 7, and serves an HTTP counter
 // on port 80 whose count lives on the first disk: every GET / adds one,
 // writes it through to the disk and only then answers. GET /hw tells the
 // hardware it sees (hardware.go), and the ACPI power button powers it off. A guest restarted
@@ -67,6 +67,7 @@ func run() error {
 		return err
 	}
 	go onlineHotplugged()
+	go serveEcho(":7")
 	go c.tick()
 	watchPowerButton(c) // before READY: a shutdown asked after it is heard
 	fmt.Printf("TESTGUEST READY count=%d disk=%s ip=%s\n", c.value(), disk, args["tandem.ip"])
@@ -84,6 +85,37 @@ func run() error {
 	})
 	mux.HandleFunc("GET /hw", serveHardware)
 	return http.ListenAndServe(":80", mux)
+}
+
+// serveEcho answers every TCP connection with what it sends (RFC 862):
+// the fault tolerance tests keep one open across a failover.
+func serveEcho(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testguest: echo: %v\n", err)
+		return
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			continue
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
 }
 
 // loadModules loads every module under dir in the order of their names

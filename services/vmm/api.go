@@ -34,6 +34,8 @@ type VMStatus struct {
 	Disks     int      `json:"disks,omitempty"`
 	NICs      int      `json:"nics,omitempty"`
 	Pending   []string `json:"pending,omitempty"`
+	// FT is the VM's fault tolerance, for an FT VM.
+	FT *FTStatus `json:"ft,omitempty"`
 }
 
 // Handler serves the VM manager's API: the runtime side of the VMs this
@@ -54,6 +56,10 @@ func (m *Manager) Handler() http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.EqualFold(r.Header.Get("Upgrade"), frontdoor.UpgradeMigration) {
+			if strings.HasPrefix(r.URL.Path, ftPathPrefix) {
+				m.serveFT(w, r)
+				return
+			}
 			m.serveMigration(w, r)
 			return
 		}
@@ -87,7 +93,7 @@ func (m *Manager) onNode(next http.HandlerFunc) http.HandlerFunc {
 				frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no node %q", asked))
 				return
 			}
-		} else if m.instance(name) != nil {
+		} else if in := m.instance(name); in != nil && !in.isSecondary() {
 			target = view.Self // it runs here (or is still being stopped here)
 		}
 		if target == "" || target == view.Self {
@@ -120,6 +126,9 @@ func (m *Manager) status(name string) VMStatus {
 			st.Pending = pendingEdits(run, want)
 		}
 		st.Accel = m.acc.Get(context.Background()).Name()
+	}
+	if vm, ok := findVM(view.VMs, name); ok {
+		st.FT = m.ftStatus(vm, m.instance(name))
 	}
 	return st
 }

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"path/filepath"
@@ -36,7 +37,10 @@ func qemuOptionValue(s string) string { return strings.ReplaceAll(s, ",", ",,") 
 // volumes from the storage service's NBD socket; NICs are taps the
 // manager puts on the LAN bridge; QEMU daemonizes, so it outlives a
 // restart of the manager, and is driven over QMP.
-func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir string) []string {
+//
+// A fault-tolerant VM's secondary (secondary not nil) has the same
+// hardware, its disks and NICs wired for COLO (ftqemu.go).
+func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir string, secondary *coloSecondary) []string {
 	args := []string{
 		"-name", qemuOptionValue(vm.Name) + ",process=tandem-vm-" + qemuOptionValue(vm.Name),
 		"-machine", "q35",
@@ -67,16 +71,22 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 	// under TCG; the bridge costs nothing measurable.
 	args = append(args, "-device", "pci-bridge,id="+hotplugBus+",chassis_nr=1,shpc=off")
 	for i, d := range vm.Disks {
-		id := fmt.Sprintf("disk%d", i)
-		args = append(args,
-			"-drive", fmt.Sprintf("driver=raw,if=none,id=%s,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,cache.direct=off,discard=unmap",
-				id, qemuOptionValue(nbdSocket), qemuOptionValue(d.Volume)),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bus=%s,addr=%#x,bootindex=%d", id, i, hotplugBus, diskSlot(i), i+1))
+		node := diskNode(i)
+		if secondary != nil {
+			args = append(args, "-blockdev", jsonArg(secondary.base(i, d.Volume, nbdSocket)), "-blockdev", jsonArg(secondary.disk(i)))
+		} else {
+			args = append(args, "-blockdev", jsonArg(primaryDisk(i, d.Volume, nbdSocket)))
+		}
+		args = append(args, "-device", fmt.Sprintf("virtio-blk-pci,drive=%s,id=vd%d,bus=%s,addr=%#x,bootindex=%d", node, i, hotplugBus, diskSlot(i), i+1))
 	}
 	for i, n := range vm.NICs {
+		// vhost stays off: COLO's filters see the NIC's packets in QEMU.
 		args = append(args,
-			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no", i, tapName(vm.Name, i)),
+			"-netdev", fmt.Sprintf("tap,id=net%d,ifname=%s,script=no,downscript=no,vhost=off", i, tapName(vm.Name, i)),
 			"-device", fmt.Sprintf("virtio-net-pci,netdev=net%d,mac=%s,id=nic%d,bus=%s,addr=%#x", i, n.MAC, i, hotplugBus, nicSlot(i)))
+		if secondary != nil {
+			args = append(args, secondary.nicArgs(i)...)
+		}
 	}
 	if b := vm.Boot; b != nil {
 		args = append(args, "-kernel", filepath.Join(bootDir, b.Kernel))
@@ -86,4 +96,29 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 		args = append(args, "-append", "console=ttyS0 "+b.Cmdline)
 	}
 	return args
+}
+
+// diskNode is the block node a VM's disk i is seen through: a quorum of
+// one child, the volume, at every start, so that COLO's replication can
+// join it as a second child when FT is switched on, without a restart.
+func diskNode(i int) string { return fmt.Sprintf("disk%d", i) }
+
+// primaryDisk is disk i as every VM starts with it (and a hot-add adds
+// it): the volume from the storage service's NBD socket under a quorum
+// that waits for one child.
+func primaryDisk(i int, volume, nbdSocket string) map[string]any {
+	return map[string]any{
+		"driver": "quorum", "node-name": diskNode(i), "vote-threshold": 1, "read-pattern": "fifo",
+		"children": []any{map[string]any{
+			"driver": "raw", "node-name": fmt.Sprintf("disk%d-volume", i), "discard": "unmap",
+			"file": map[string]any{"driver": "nbd", "export": volume,
+				"server": map[string]any{"type": "unix", "path": nbdSocket}},
+		}},
+	}
+}
+
+// jsonArg is a -blockdev or -object argument in QEMU's JSON syntax.
+func jsonArg(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

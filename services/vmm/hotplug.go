@@ -233,12 +233,8 @@ func (m *Manager) plugDisk(ctx context.Context, in *instance, i int, d directory
 	if err := m.waitExports(ctx, directory.VM{Disks: []directory.VMDisk{d}}); err != nil {
 		return err
 	}
-	node := fmt.Sprintf("disk%d", i)
-	if err := in.qmp("blockdev-add", map[string]any{
-		"driver": "raw", "node-name": node, "discard": "unmap",
-		"file": map[string]any{"driver": "nbd", "export": d.Volume,
-			"server": map[string]any{"type": "unix", "path": m.cfg.NBDSocket}},
-	}, nil); err != nil {
+	node := diskNode(i)
+	if err := in.qmp("blockdev-add", primaryDisk(i, d.Volume, m.cfg.NBDSocket), nil); err != nil {
 		return err
 	}
 	if err := in.qmp("device_add", map[string]any{"driver": "virtio-blk-pci", "drive": node, "id": fmt.Sprintf("vd%d", i),
@@ -253,7 +249,7 @@ func (m *Manager) plugDisk(ctx context.Context, in *instance, i int, d directory
 func (m *Manager) plugNIC(in *instance, i int, n directory.VMNIC) error {
 	id := fmt.Sprintf("net%d", i)
 	if err := in.qmp("netdev_add", map[string]any{"type": "tap", "id": id, "ifname": tapName(in.name, i),
-		"script": "no", "downscript": "no"}, nil); err != nil {
+		"script": "no", "downscript": "no", "vhost": false}, nil); err != nil {
 		return err
 	}
 	if err := m.plugTap(tapName(in.name, i)); err != nil {

@@ -41,6 +41,9 @@ type instance struct {
 	stopping  bool         // this manager asked it to stop
 	incoming  bool         // it waits for (or has received) a migrating VM
 	migrating bool         // it is sending its VM to another node
+	secondary bool         // it is a fault-tolerant VM's secondary (ft.go)
+	ft        *ftPair      // its side of a fault-tolerant VM's pairing
+	owned     uint64       // the FT epoch from which it runs its VM (a takeover)
 	started   time.Time
 }
 
@@ -48,7 +51,7 @@ type instance struct {
 // migration, waits until it runs (QEMU daemonizes once its devices are
 // set up, so a bad definition fails here, with QEMU's own message) and
 // tracks it. The fence lease covers it before it starts.
-func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...string) (*instance, error) {
+func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, secondary *coloSecondary, extra ...string) (*instance, error) {
 	if err := m.beginStart(); err != nil {
 		return nil, err
 	}
@@ -64,7 +67,7 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 		return nil, err
 	}
 	acc := m.acc.Get(ctx)
-	args := append(qemuArgs(vm, p, acc, m.cfg.NBDSocket, m.cfg.BootDir), extra...)
+	args := append(qemuArgs(vm, p, acc, m.cfg.NBDSocket, m.cfg.BootDir, secondary), extra...)
 	cmd := exec.CommandContext(ctx, m.cfg.QEMU, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
@@ -77,7 +80,7 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, extra ...strin
 			// The probe passed but this host cannot run guests on KVM.
 			m.log.Warn("QEMU failed on KVM: running guests under TCG from now on", "vm", vm.Name, "err", msg)
 			m.acc.FallBack("a guest failed to start on KVM: " + msg)
-			return m.startQEMU(ctx, vm, extra...)
+			return m.startQEMU(ctx, vm, secondary, extra...)
 		}
 		return nil, fmt.Errorf("QEMU did not start: %v: %s", err, msg)
 	}

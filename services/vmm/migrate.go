@@ -48,7 +48,7 @@ func (p paths) outgoing() string { return filepath.Join(p.dir, "outgoing.sock") 
 
 // startIncoming starts the QEMU that receives a migrating VM.
 func (m *Manager) startIncoming(ctx context.Context, vm directory.VM) (*instance, error) {
-	in, err := m.startQEMU(ctx, vm, "-incoming", "unix:"+paths{dir: m.vmDir(vm.Name)}.incoming(), "-S")
+	in, err := m.startQEMU(ctx, vm, nil, "-incoming", "unix:"+paths{dir: m.vmDir(vm.Name)}.incoming(), "-S")
 	if err != nil {
 		return nil, err
 	}

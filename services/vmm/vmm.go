@@ -42,8 +42,11 @@ type Config struct {
 	NBDSocket string
 	// Bridge is the LAN bridge VM NICs join.
 	Bridge string
-	// QEMU is the system emulator.
+	// QEMU is the system emulator (Tandem's build: COLO under TCG needs
+	// its fixes, scripts/qemu).
 	QEMU string
+	// QemuImg makes a secondary's COLO overlays.
+	QemuImg string
 	// Socket serves the API behind the front door.
 	Socket  string
 	Cluster *cluster.LocalClient
@@ -72,9 +75,13 @@ type Manager struct {
 	view     cluster.LocalView
 	vms      map[string]*instance
 	crashes  map[string][]time.Time
-	problems map[string]string // why a wanted VM is not running
-	history  *history
-	kick     chan struct{}
+	problems map[string]string    // why a wanted VM is not running
+	ftWhy    map[string]string    // why a fault-tolerant VM is not protected
+	ftTried  map[string]time.Time // its last attempt
+	// ftOrphaned: paired VMs placed here whose QEMU is gone, since when
+	ftOrphaned map[string]orphan
+	history    *history
+	kick       chan struct{}
 	// quorumAt is this node's last contact with the cluster's majority;
 	// its VMs stop fenceAfter it (fence.go).
 	quorumAt   time.Time
@@ -94,6 +101,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.QEMU == "" {
 		cfg.QEMU = qemu.System
 	}
+	if cfg.QemuImg == "" {
+		cfg.QemuImg = "qemu-img"
+	}
 	if cfg.FenceLease == "" {
 		cfg.FenceLease = watchdog.LeasePath
 	}
@@ -110,7 +120,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.RestartWindow = 10 * time.Minute
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*instance{}, crashes: map[string][]time.Time{},
-		problems: map[string]string{}, history: newHistory(filepath.Join(cfg.StateDir, "history")), kick: make(chan struct{}, 1)}, nil
+		problems: map[string]string{}, ftWhy: map[string]string{}, ftTried: map[string]time.Time{}, ftOrphaned: map[string]orphan{}, history: newHistory(filepath.Join(cfg.StateDir, "history")), kick: make(chan struct{}, 1)}, nil
 }
 
 // Run adopts the QEMUs already running, then reconciles until ctx ends.
@@ -270,6 +280,9 @@ func (m *Manager) reconcile(ctx context.Context) {
 				}
 				delete(want, name)
 			}
+		case in.isSecondary():
+			m.history.add(name, "ft-secondary-exited", "the secondary's QEMU exited")
+			m.log.Warn("the secondary's QEMU exited", "vm", name, "pid", in.pid)
 		default:
 			m.history.add(name, "crashed", "QEMU exited without being asked to")
 			m.log.Warn("QEMU exited unexpectedly", "vm", name, "pid", in.pid)
@@ -285,8 +298,11 @@ func (m *Manager) reconcile(ctx context.Context) {
 		if _, ok := incoming[name]; ok && in.incoming {
 			continue
 		}
-		force := false
 		vm, ok := findVM(view.VMs, name)
+		if ok && (keepSecondary(in, vm, view.Self) || in.ownedSince() > vm.FTEpoch) {
+			continue // a pairing's secondary, or one that took over after this view
+		}
+		force := false
 		if ok {
 			force = vm.StopForce || (vm.Running && vm.Node != view.Self) // it must go elsewhere: no waiting on the guest
 		} else {
@@ -320,6 +336,15 @@ func (m *Manager) reconcile(ctx context.Context) {
 			m.setProblem(name, why)
 			continue
 		}
+		if vm.FTRunning() {
+			// The primary's QEMU of a pairing is gone: the secondary takes
+			// over (ft.go). Only if it does not, the pairing is ended here
+			// and the VM starts anew.
+			if why := m.pairedWithoutPrimary(ctx, vm); why != "" {
+				m.setProblem(name, why)
+				continue
+			}
+		}
 		if err := m.start(ctx, vm); err != nil {
 			m.setProblem(name, err.Error())
 			m.history.add(name, "start-failed", err.Error())
@@ -332,12 +357,30 @@ func (m *Manager) reconcile(ctx context.Context) {
 	// Incoming QEMUs are started when the source calls (migrate.go).
 }
 
+// keepSecondary says whether a secondary QEMU here still follows its
+// VM: the pairing it started for has not ended (before the directory
+// records it, FTSecondary is still empty).
+func keepSecondary(in *instance, vm directory.VM, self string) bool {
+	p := in.pair()
+	if p == nil || !p.secondary || p.isEnded() {
+		return false
+	}
+	return vm.Running && vm.FT && vm.Node == p.peer.ID && (vm.FTSecondary == self || vm.FTSecondary == "")
+}
+
 // follow1 moves a running instance along: an arrived migration is
-// resumed, a requested one is started, an edit is applied.
+// resumed, a requested one is started, an edit is applied, fault
+// tolerance is followed.
 func (m *Manager) follow1(ctx context.Context, in *instance, vm directory.VM) {
 	in.mu.Lock()
 	incoming, migrating, stopping, runs := in.incoming, in.migrating, in.stopping, in.def.Generation
 	in.mu.Unlock()
+	if !stopping && !incoming && !migrating {
+		m.mu.Lock()
+		view := m.view
+		m.mu.Unlock()
+		defer m.followFT(ctx, in, vm, view)
+	}
 	switch {
 	case stopping:
 	case incoming:
@@ -441,7 +484,7 @@ func (m *Manager) start(ctx context.Context, vm directory.VM) error {
 	if err := m.waitExports(ctx, vm); err != nil {
 		return err
 	}
-	in, err := m.startQEMU(ctx, vm)
+	in, err := m.startQEMU(ctx, vm, nil)
 	if err != nil {
 		return err
 	}

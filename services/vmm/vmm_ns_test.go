@@ -68,6 +68,39 @@ func testGuest(t *testing.T) string {
 	return guestDir
 }
 
+var (
+	qemuOnce sync.Once
+	qemuBin  string
+	qemuErr  error
+)
+
+// tandemQEMU is Tandem's own QEMU build (scripts/qemu/build: built once
+// per machine, then cached), which the image ships: COLO under TCG needs
+// its fixes.
+func tandemQEMU(t *testing.T) string {
+	t.Helper()
+	qemuOnce.Do(func() {
+		root, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			qemuErr = err
+			return
+		}
+		cmd := exec.Command("scripts/qemu/build")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			qemuErr = fmt.Errorf("build Tandem's QEMU: %v\n%s", err, tail(string(out)))
+			return
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		qemuBin = filepath.Join(lines[len(lines)-1], "bin", "qemu-system-x86_64")
+	})
+	if qemuErr != nil {
+		t.Fatal(qemuErr)
+	}
+	return qemuBin
+}
+
 type env struct {
 	t *testing.T
 	c *clustertest.Cluster
@@ -75,7 +108,7 @@ type env struct {
 
 func newEnv(t *testing.T, fenceCommand ...string) *env {
 	c := clustertest.New(t, clustertest.Options{Storage: true, VMs: true, BootDir: testGuest(t), APITimeout: 30 * time.Second,
-		FenceCommand: fenceCommand})
+		FenceCommand: fenceCommand, QEMU: tandemQEMU(t)})
 	c.Form()
 	c.WaitHealthy(30 * time.Second)
 	return &env{t: t, c: c}

@@ -50,6 +50,9 @@ type Options struct {
 	// guests want more: a forwarded request on a loaded machine can take
 	// seconds.
 	APITimeout time.Duration
+	// QEMU is the VM managers' system emulator (-qemu), if not the
+	// default.
+	QEMU string
 	// FenceCommand is the nodes' board fence (-fence-command), if any.
 	FenceCommand []string
 }
@@ -247,9 +250,13 @@ func (m *Member) storageArgs() []string {
 // vmmArgs runs the VM manager with its files in the member's folder and
 // the test guest's boot files from BootDir.
 func (m *Member) vmmArgs() []string {
-	return []string{"tandem-vmm", "-run", m.Dir + "/vms", "-state", m.Dir + "/vmm", "-boot", m.c.opts.BootDir, "-nbd", m.NBDSocket(),
+	args := []string{"tandem-vmm", "-run", m.Dir + "/vms", "-state", m.Dir + "/vmm", "-boot", m.c.opts.BootDir, "-nbd", m.NBDSocket(),
 		"-bridge", m.LAN, "-socket", m.Dir + "/vmm.sock", "-cluster", m.Dir + "/cluster.sock", "-member-tls", m.Dir + "/cluster/tls",
 		"-shutdown-timeout", "10s", "-fence-lease", m.Dir + "/fence-lease"}
+	if m.c.opts.QEMU != "" {
+		args = append(args, "-qemu", m.c.opts.QEMU)
+	}
+	return args
 }
 
 // StartVMM starts the member's VM manager again (after KillProcess).
