@@ -48,10 +48,12 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover bench-storage bench-ha
+.PHONY: bench-failover bench-storage bench-ha bench-ft
 bench-failover: deps
 	scripts/bench-failover
 bench-storage: deps
 	scripts/bench-storage
 bench-ha: deps
 	scripts/bench-ha
+bench-ft: deps
+	scripts/bench-ft

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,8 +62,8 @@ import (
 
 const (
 	ftPing           = 100 * time.Millisecond
-	ftSilence        = 500 * time.Millisecond
-	ftDeferToPrimary = 300 * time.Millisecond
+	ftSilence        = 400 * time.Millisecond
+	ftDeferToPrimary = 200 * time.Millisecond
 	// ftCheckpointMillis is COLO's checkpoint interval; a difference in
 	// the two guests' output forces one sooner.
 	ftCheckpointMillis = 2000
@@ -98,6 +99,35 @@ type ftPair struct {
 	ended    chan struct{}
 	endOnce  sync.Once
 	peerBye  string // why the peer said it ends
+	claiming bool   // a failover claim of this side is under way
+	// COLO's checkpoints, seen as the primary's pauses once in COLO.
+	pausedAt    time.Time
+	checkpoints int
+	pauses      []time.Duration // the last ones
+}
+
+// checkpointStarts and checkpointEnds follow the primary guest's pauses:
+// in COLO, each is a checkpoint.
+func (p *ftPair) checkpointStarts(at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inColo && !p.secondary {
+		p.pausedAt = at
+	}
+}
+
+func (p *ftPair) checkpointEnds(at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pausedAt.IsZero() {
+		return
+	}
+	p.checkpoints++
+	p.pauses = append(p.pauses, at.Sub(p.pausedAt))
+	if len(p.pauses) > 200 {
+		p.pauses = p.pauses[len(p.pauses)-200:]
+	}
+	p.pausedAt = time.Time{}
 }
 
 func newPair(secondary bool, peer directory.Member, epoch uint64, vm directory.VM) *ftPair {
@@ -169,6 +199,11 @@ type FTStatus struct {
 	Reason    string  `json:"reason,omitempty"`
 	Epoch     uint64  `json:"epoch,omitempty"`
 	Secondary string  `json:"secondary,omitempty"`
+	// Checkpoints since the pairing reached COLO, and the guest's pause
+	// for each, median and longest of the last 200 (the primary's side).
+	Checkpoints       int     `json:"checkpoints,omitempty"`
+	CheckpointPauseMs float64 `json:"checkpoint_pause_ms,omitempty"`
+	CheckpointMaxMs   float64 `json:"checkpoint_pause_max_ms,omitempty"`
 }
 
 // ftStatus joins the directory's record with the pair's live state.
@@ -189,6 +224,13 @@ func (m *Manager) ftStatus(vm directory.VM, in *instance) *FTStatus {
 			st.Role, st.Peer, st.Progress = "primary", p.peer.Name, p.progress
 			if p.secondary {
 				st.Role = "secondary"
+			}
+			st.Checkpoints = p.checkpoints
+			if n := len(p.pauses); n > 0 {
+				s := slices.Clone(p.pauses)
+				slices.Sort(s)
+				st.CheckpointPauseMs = float64(s[n/2].Microseconds()) / 1000
+				st.CheckpointMaxMs = float64(s[n-1].Microseconds()) / 1000
 			}
 			p.mu.Unlock()
 		}
@@ -606,6 +648,8 @@ func (m *Manager) ftLink(ctx context.Context, in *instance, p *ftPair, r *bufio.
 func (m *Manager) claimFailover(ctx context.Context, in *instance, p *ftPair, reason string) {
 	t0 := time.Now()
 	if p != nil {
+		p.set(func(p *ftPair) { p.claiming = true })
+		defer p.set(func(p *ftPair) { p.claiming = false })
 		p.end()
 		p.mu.Lock()
 		bye := p.peerBye

@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/services/cluster/clustertest"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/nstest"
+	"github.com/tandemhci/tandem/services/vmm"
 )
 
 // ftClient is what a user of a fault-tolerant service sees: one TCP
@@ -154,7 +155,7 @@ func (fc *ftClient) check(what string) {
 		fc.t.Fatalf("%s: the echo connection broke: %v\n%s", what, fc.echoErr, fc.e.ftReport("ft"))
 	}
 	if len(fc.countErr) > 0 {
-		fc.t.Fatalf("%s: the counter: %v", what, fc.countErr)
+		fc.t.Fatalf("%s: the counter: %v\n%s", what, fc.countErr[:min(3, len(fc.countErr))], fc.e.ftReport("ft"))
 	}
 	if fc.httpConns > 1 {
 		fc.t.Fatalf("%s: the HTTP client had to open %d connections", what, fc.httpConns)
@@ -210,14 +211,21 @@ func (e *env) waitFT(name, state, node string, timeout time.Duration) directory.
 func (e *env) ftReport(name string) string {
 	var b strings.Builder
 	for _, m := range []*clustertest.Member{e.c.A, e.c.B} {
-		st := e.status(m, name+"?node="+m.Name)
-		fmt.Fprintf(&b, "%s: %+v ft %+v\n", m.Name, st, st.FT)
+		var st vmm.VMStatus
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := e.c.Do(ctx, e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name+"?node="+m.Name, nil, &st)
+		var evs []vmm.Event
+		if err == nil {
+			_, err = e.c.Do(ctx, e.c.ClientNS, "GET", m.IP, "/api/v1/vmm/vms/"+name+"/history?node="+m.Name, nil, &evs)
+		}
+		cancel()
+		fmt.Fprintf(&b, "%s: %+v ft %+v (%v)\n", m.Name, st, st.FT, err)
 		for _, line := range strings.Split(m.Log(), "\n") {
 			if strings.Contains(line, "FT") || strings.Contains(line, "COLO") || strings.Contains(line, "level=ERROR") {
 				fmt.Fprintf(&b, "  %s\n", line)
 			}
 		}
-		for _, ev := range e.events(m, name) {
+		for _, ev := range evs {
 			fmt.Fprintf(&b, "  %s %s: %s\n", ev.Time.Format("15:04:05.000"), ev.Kind, ev.Detail)
 		}
 	}

@@ -160,8 +160,14 @@ func (in *instance) event(e qmp.Event) {
 		}
 	case "STOP":
 		in.status = "paused"
+		if in.ft != nil {
+			in.ft.checkpointStarts(time.Now())
+		}
 	case "RESUME":
 		in.status = "running"
+		if in.ft != nil {
+			in.ft.checkpointEnds(time.Now())
+		}
 	}
 }
 

@@ -362,7 +362,16 @@ func (m *Manager) reconcile(ctx context.Context) {
 // records it, FTSecondary is still empty).
 func keepSecondary(in *instance, vm directory.VM, self string) bool {
 	p := in.pair()
-	if p == nil || !p.secondary || p.isEnded() {
+	if p == nil || !p.secondary {
+		return false
+	}
+	p.mu.Lock()
+	claiming := p.claiming
+	p.mu.Unlock()
+	if claiming {
+		return true // it may be the one to run on: the directory decides
+	}
+	if p.isEnded() {
 		return false
 	}
 	return vm.Running && vm.FT && vm.Node == p.peer.ID && (vm.FTSecondary == self || vm.FTSecondary == "")
