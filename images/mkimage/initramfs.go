@@ -39,36 +39,19 @@ func stageTandem(repo, stage string) ([]string, error) {
 }
 
 // hostFiles are binaries taken from the build machine's Debian packages;
-// u-root copies their shared libraries along. The system emulator is not
-// Debian's but Tandem's build of it (tandemQEMU).
+// u-root copies their shared libraries along.
 func hostFiles() []string {
 	return []string{
+		"/usr/bin/qemu-system-x86_64",
 		"/usr/bin/qemu-img",
 		"/usr/bin/qemu-storage-daemon",
+		// Debian builds TCG as a module: without it QEMU runs nothing
+		// where there is no KVM.
+		"/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so",
 		"/usr/sbin/mke2fs",
 		"/usr/sbin/e2fsck",
 		"/etc/mke2fs.conf",
 	}
-}
-
-// tandemQEMU builds Tandem's QEMU (scripts/qemu/build: Debian's 7.2
-// with the COLO fixes under TCG, TCG built in, its firmware searched in
-// the folders qemuDataGlobs stages), or finds it built, and returns the
-// emulator's path.
-func tandemQEMU(repo string, log logf) (string, error) {
-	cmd := exec.Command(filepath.Join(repo, "scripts", "qemu", "build"))
-	cmd.Dir = repo
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("Tandem's QEMU: %w\n%s", err, lastLines(string(out), 30))
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	bin := filepath.Join(lines[len(lines)-1], "bin", "qemu-system-x86_64")
-	if _, err := os.Stat(bin); err != nil {
-		return "", fmt.Errorf("Tandem's QEMU: %w", err)
-	}
-	log("QEMU: %s", bin)
-	return bin, nil
 }
 
 // qemuDataGlobs are the firmware and data files QEMU needs to run x86
@@ -177,11 +160,6 @@ func buildInitramfs(repo, cache, stage, out string, log logf) error {
 		}
 		args = append(args, "-files", f+":"+strings.TrimPrefix(f, "/"))
 	}
-	emulator, err := tandemQEMU(repo, log)
-	if err != nil {
-		return err
-	}
-	args = append(args, "-files", emulator+":usr/bin/qemu-system-x86_64")
 	args = append(args, cmds...)
 
 	log("u-root: %d u-root commands, %d host files", len(cmds), len(hostFiles()))

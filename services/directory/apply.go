@@ -368,9 +368,14 @@ func (d *Directory) applyVMPut(index uint64, env Envelope) func(VMPutPayload) (s
 				case !vm.Running:
 					reason = "the VM stopped"
 				case vm.Node != old.Node:
-					survivor, reason = vm.Node, "the VM was restarted on another node"
+					survivor, reason = vm.Node, "its node was lost: restarted on another node"
 				}
-				d.endFT(index, env, &vm, survivor, "", reason)
+				state := ""
+				if survivor == old.FTSecondary {
+					// Its secondary takes over (the VM manager there).
+					state, reason = FTFailedOver, "its node was lost: the secondary took over"
+				}
+				d.endFT(index, env, &vm, survivor, state, reason)
 			}
 			if !vm.FT || !vm.Running {
 				vm.FTState, vm.FTReason = "", ""
