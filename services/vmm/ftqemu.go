@@ -299,23 +299,3 @@ func ignoreMissing(err error) error {
 	}
 	return err
 }
-
-// hmp runs a human monitor command, for the few COLO steps QMP lacks;
-// its output is its error.
-func (in *instance) hmp(cmd string) error {
-	var out string
-	if err := in.qmp("human-monitor-command", map[string]any{"command-line": cmd}, &out); err != nil {
-		return err
-	}
-	if out = strings.TrimSpace(out); out != "" {
-		return fmt.Errorf("%s: %s", strings.Fields(cmd)[0], out)
-	}
-	return nil
-}
-
-// coloStatus is query-colo-status.
-type coloStatus struct {
-	Mode     string `json:"mode"` // primary, secondary, none
-	LastMode string `json:"last-mode"`
-	Reason   string `json:"reason"` // none, request, error, processing
-}

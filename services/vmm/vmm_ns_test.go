@@ -47,7 +47,7 @@ func testGuest(t *testing.T) string {
 		t.Skip("qemu-system-x86_64 is not installed (make deps)")
 	}
 	guestOnce.Do(func() {
-		root, err := exec.Command("go", "env", "GOMOD").Output()
+		root, err := moduleRoot()
 		if err != nil {
 			guestErr = err
 			return
@@ -57,7 +57,7 @@ func testGuest(t *testing.T) string {
 			return
 		}
 		cmd := exec.Command("go", "run", "./images/mkimage", "-testguest", guestDir)
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			guestErr = fmt.Errorf("build the test guest: %v\n%s", err, out)
 		}
@@ -80,13 +80,13 @@ var (
 func tandemQEMU(t *testing.T) string {
 	t.Helper()
 	qemuOnce.Do(func() {
-		root, err := exec.Command("go", "env", "GOMOD").Output()
+		root, err := moduleRoot()
 		if err != nil {
 			qemuErr = err
 			return
 		}
 		cmd := exec.Command("scripts/qemu/build")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
+		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			qemuErr = fmt.Errorf("build Tandem's QEMU: %v\n%s", err, tail(string(out)))
@@ -99,6 +99,15 @@ func tandemQEMU(t *testing.T) string {
 		t.Fatal(qemuErr)
 	}
 	return qemuBin
+}
+
+// moduleRoot is the repository's top folder.
+func moduleRoot() (string, error) {
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(strings.TrimSpace(string(mod))), nil
 }
 
 type env struct {
