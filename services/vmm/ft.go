@@ -366,7 +366,8 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		}
 		if committed {
 			// The copies are COLO's now: the pairing must be ended in the
-			// directory for the replicator to take them back.
+			// directory for the replicator to take them back. The
+			// failover takes the COLO plumbing out too (leaveColo).
 			m.claimFailover(ctx, in, p, "protection failed: "+err.Error())
 			return
 		}
@@ -411,29 +412,24 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		return err
 	}
 	if err := in.joinColo(in.p, p.disks, p.nics); err != nil {
-		_ = in.leaveColo(p.disks, p.nics, false)
 		return fmt.Errorf("COLO plumbing: %w", err)
 	}
 	// Channels QEMU serves: each NIC's mirror and compare input.
 	for i := 0; i < p.nics; i++ {
 		for _, ch := range []string{chanMirror, chanCompare} {
 			if err := m.ftJoin(ctx, p, in.p.ftSocket(ch+fmt.Sprint(i)), ch+fmt.Sprint(i), vm.Name); err != nil {
-				_ = in.leaveColo(p.disks, p.nics, false)
 				return err
 			}
 		}
 	}
 	caps := []map[string]any{{"capability": "x-colo", "state": true}}
 	if err := in.qmp("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
-		_ = in.leaveColo(p.disks, p.nics, false)
 		return err
 	}
 	if err := in.qmp("migrate-set-parameters", map[string]any{"x-checkpoint-delay": ftCheckpointMillis, "max-bandwidth": int64(10) << 30}, nil); err != nil {
-		_ = in.leaveColo(p.disks, p.nics, false)
 		return err
 	}
 	if err := in.qmp("migrate", map[string]any{"uri": "unix:" + in.p.ftSocket(chanMigrate+"-out")}, nil); err != nil {
-		_ = in.leaveColo(p.disks, p.nics, false)
 		return err
 	}
 	if err := in.raw.Cont(); err != nil {
@@ -454,7 +450,15 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		}
 		switch info.Status {
 		case "colo":
-			p.set(func(p *ftPair) { p.inColo, p.progress, p.state = true, 100, "protected" })
+			// In step only after a first checkpoint: the secondary runs
+			// COLO a moment after the primary reports it, and one that
+			// takes over before its first checkpoint fails the guest's
+			// disk writes.
+			p.set(func(p *ftPair) { p.inColo, p.progress = true, 100 })
+			if err := p.waitCheckpoint(in, 3*time.Duration(ftCheckpointMillis)*time.Millisecond); err != nil {
+				return err
+			}
+			p.set(func(p *ftPair) { p.state = "protected" })
 			epoch := p.epochNow()
 			if err := m.cfg.Cluster.VMFT(ctx, directory.VMFTPayload{Name: vm.Name, Op: directory.FTOpProtected, Epoch: epoch}); err != nil {
 				return fmt.Errorf("record the protection: %w", err)
@@ -474,6 +478,29 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		case <-p.ended:
 			return errors.New("the pairing ended during the first copy")
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitCheckpoint waits until the primary has made a checkpoint in COLO.
+func (p *ftPair) waitCheckpoint(in *instance, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		n := p.checkpoints
+		p.mu.Unlock()
+		if n > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no COLO checkpoint within %v", timeout)
+		}
+		select {
+		case <-in.done:
+			return errors.New("QEMU exited before the first checkpoint")
+		case <-p.ended:
+			return errors.New("the pairing ended before the first checkpoint")
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -681,7 +708,11 @@ func (m *Manager) claimFailover(ctx context.Context, in *instance, p *ftPair, re
 			won, epoch = ok && vm.Node == view.Self, vm.FTEpoch
 			break
 		}
-		err = m.cfg.Cluster.VMFT(ctx, directory.VMFTPayload{Name: in.name, Op: directory.FTOpFailover, Epoch: vm.FTEpoch, Survivor: view.Self, Reason: reason})
+		// A short bound per attempt: while the cluster elects a new
+		// leader (the lost node led), a call to the old one hangs.
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		err = m.cfg.Cluster.VMFT(actx, directory.VMFTPayload{Name: in.name, Op: directory.FTOpFailover, Epoch: vm.FTEpoch, Survivor: view.Self, Reason: reason})
+		cancel()
 		if err == nil {
 			won, epoch = true, vm.FTEpoch+1
 			break
