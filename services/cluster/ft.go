@@ -17,18 +17,23 @@ import (
 func ftSecondaryMiB(vm directory.VM) int64 { return 2 * int64(vm.MemoryMiB) }
 
 // canProtect says why a running VM could not be paired now, if it
-// could not: no other node, that node in maintenance or unreachable, or
-// without the memory a secondary takes.
+// could not (protectRefusal).
 func (a *Agent) canProtect(vm directory.VM) error {
-	d := a.Directory()
-	for _, c := range capacities(d, vm.Name) {
+	return protectRefusal(vm, capacities(a.Directory(), vm.Name), a.unreachable)
+}
+
+// protectRefusal says why vm could not be paired on the nodes of caps:
+// no other node, that node in maintenance or unreachable, or without the
+// memory a secondary takes.
+func protectRefusal(vm directory.VM, caps []Capacity, unreachable func(node string) bool) error {
+	for _, c := range caps {
 		if c.Node == vm.Node {
 			continue
 		}
 		switch {
 		case c.Maintenance:
 			return fmt.Errorf("VM %s cannot be protected: its secondary would run on %s, which is in maintenance: %w", vm.Name, c.Name, directory.ErrConflict)
-		case a.unreachable(c.Node):
+		case c.Down || unreachable(c.Node):
 			return fmt.Errorf("VM %s cannot be protected: %s, where its secondary would run, is not reachable: %w", vm.Name, c.Name, directory.ErrConflict)
 		case c.MemoryMiB != 0 && c.FreeMiB() < ftSecondaryMiB(vm):
 			return fmt.Errorf("VM %s cannot be protected: its secondary needs %d MiB on %s (its memory and COLO's checkpoint copy), which has %d MiB free: %w",

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tandemhci/tandem/services/directory"
@@ -82,5 +84,41 @@ func TestAdmitHAStartingAgainCountsOnce(t *testing.T) {
 	vms := []directory.VM{{Name: "a1", Node: "n-a", HA: true, MemoryMiB: 3072}}
 	if err := admitHA(caps, vms, vms[0], "n-a"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestProtectRefusal(t *testing.T) {
+	vm := directory.VM{Name: "web", Node: "n-a", MemoryMiB: 1024}
+	a := Capacity{Node: "n-a", Name: "node-a", MemoryMiB: 8192, UsedMemMiB: 1024}
+	b := Capacity{Node: "n-b", Name: "node-b", MemoryMiB: 8192}
+	reachable := func(string) bool { return false }
+	for _, tc := range []struct {
+		name        string
+		caps        []Capacity
+		unreachable func(string) bool
+		wantErr     error
+		wantMsg     string
+	}{
+		{name: "the other node has room", caps: []Capacity{a, b}},
+		{name: "unknown inventory", caps: []Capacity{a, {Node: "n-b", Name: "node-b"}}},
+		{name: "no other node", caps: []Capacity{a}, wantErr: directory.ErrConflict, wantMsg: "no other node"},
+		{name: "in maintenance", caps: []Capacity{a, {Node: "n-b", Name: "node-b", MemoryMiB: 8192, Maintenance: true}}, wantErr: directory.ErrConflict, wantMsg: "node-b, which is in maintenance"},
+		{name: "lost", caps: []Capacity{a, {Node: "n-b", Name: "node-b", MemoryMiB: 8192, Down: true}}, wantErr: directory.ErrConflict, wantMsg: "node-b, where its secondary would run, is not reachable"},
+		{name: "unreachable", caps: []Capacity{a, b}, unreachable: func(n string) bool { return n == "n-b" }, wantErr: directory.ErrConflict, wantMsg: "not reachable"},
+		// The secondary takes twice the VM's memory: 2048 MiB.
+		{name: "short of memory", caps: []Capacity{a, {Node: "n-b", Name: "node-b", MemoryMiB: 2048 + nodeReserveMiB - 1}}, wantErr: directory.ErrRefused, wantMsg: "needs 2048 MiB on node-b"},
+		{name: "just enough memory", caps: []Capacity{a, {Node: "n-b", Name: "node-b", MemoryMiB: 2048 + nodeReserveMiB}}},
+	} {
+		un := tc.unreachable
+		if un == nil {
+			un = reachable
+		}
+		err := protectRefusal(vm, tc.caps, un)
+		switch {
+		case tc.wantErr == nil && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.wantErr != nil && (!errors.Is(err, tc.wantErr) || !strings.Contains(fmt.Sprint(err), tc.wantMsg)):
+			t.Errorf("%s: %v, want %v with %q", tc.name, err, tc.wantErr, tc.wantMsg)
+		}
 	}
 }

@@ -23,6 +23,10 @@ func (p paths) vnc() string       { return filepath.Join(p.dir, "vnc.sock") }
 func (p paths) pidfile() string   { return filepath.Join(p.dir, "qemu.pid") }
 func (p paths) def() string       { return filepath.Join(p.dir, "vm.json") }
 
+// qemuLog is QEMU's own log (-D): once daemonized, QEMU writes its
+// errors there, not to the stderr the manager reads at start.
+func (p paths) qemuLog() string { return filepath.Join(p.dir, "qemu.log") }
+
 // tapName is the name of a VM NIC's tap: at most 15 bytes, the same for
 // the same VM and NIC on either node.
 func tapName(vm string, nic int) string {
@@ -59,6 +63,7 @@ func qemuArgs(vm directory.VM, p paths, acc qemu.Accelerator, nbdSocket, bootDir
 		"-serial", "chardev:serial0",
 		"-device", "virtio-rng-pci",
 		"-pidfile", p.pidfile(),
+		"-D", p.qemuLog(), "-msg", "timestamp=on",
 		"-daemonize",
 	}
 	args = append(args, acc.Args()...)

@@ -374,6 +374,9 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		p.end()
 		in.setPair(nil)
 	}()
+	if err := waitOverlaysCommitted(in, p, time.Minute); err != nil {
+		return err
+	}
 	m.history.add(vm.Name, "ft-pairing", "starting a secondary on "+p.peer.Name)
 	def, _ := json.Marshal(runs)
 	ctl, err := m.cfg.Dialer.Upgrade(ctx, p.peer.ID, p.peer.Addresses, frontdoor.UpgradeMigration, ftPathPrefix+vm.Name+"/control",
@@ -477,6 +480,31 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 			return errors.New("QEMU exited during the first copy")
 		case <-p.ended:
 			return errors.New("the pairing ended during the first copy")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitOverlaysCommitted waits until a former secondary's overlays are
+// committed (overlaysCommitted).
+func waitOverlaysCommitted(in *instance, p *ftPair, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		done, err := in.overlaysCommitted()
+		if err != nil {
+			return fmt.Errorf("QEMU's block nodes: %w", err)
+		}
+		if done {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the overlays of the former secondary are not committed after %v", timeout)
+		}
+		select {
+		case <-in.done:
+			return errors.New("QEMU exited")
+		case <-p.ended:
+			return errors.New("the pairing ended")
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -277,6 +277,28 @@ func (in *instance) takeOver(nics int) error {
 	return errors.Join(errs...)
 }
 
+// overlaysCommitted says whether a former secondary's COLO overlays are
+// gone: after a takeover QEMU commits them into the local copies in a
+// job of its own that query-block-jobs does not show, and a new pairing
+// of this VM must wait for it (its replication would write under a
+// chain that is being folded). A VM that never was a secondary has no
+// qcow2 node at all.
+func (in *instance) overlaysCommitted() (bool, error) {
+	var nodes []struct {
+		Node   string `json:"node-name"`
+		Driver string `json:"drv"`
+	}
+	if err := in.qmp("query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		return false, err
+	}
+	for _, n := range nodes {
+		if n.Driver == "qcow2" && strings.HasPrefix(n.Node, "ft-") {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // objects lists the ids of the user-created objects (filters, iothreads).
 func (in *instance) objects() (map[string]bool, error) {
 	var props []struct {

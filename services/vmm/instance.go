@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -75,7 +76,7 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, secondary *col
 	// group never reach the guests.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
+		msg := strings.TrimSpace(stderr.String() + "\n" + tailOf(p.qemuLog(), 2048))
 		if acc.KVM && strings.Contains(strings.ToLower(msg), "kvm") {
 			// The probe passed but this host cannot run guests on KVM.
 			m.log.Warn("QEMU failed on KVM: running guests under TCG from now on", "vm", vm.Name, "err", msg)
@@ -107,6 +108,20 @@ func (m *Manager) startQEMU(ctx context.Context, vm directory.VM, secondary *col
 	m.vms[vm.Name] = inst
 	m.mu.Unlock()
 	return inst, nil
+}
+
+// tailOf is the end of a log file, at most max bytes ("" if unreadable).
+func tailOf(path string, max int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > max {
+		_, _ = f.Seek(st.Size()-max, io.SeekStart)
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, max))
+	return strings.TrimSpace(string(b))
 }
 
 // attach connects to a QEMU's QMP socket and follows its events.

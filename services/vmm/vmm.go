@@ -282,10 +282,10 @@ func (m *Manager) reconcile(ctx context.Context) {
 			}
 		case in.isSecondary():
 			m.history.add(name, "ft-secondary-exited", "the secondary's QEMU exited")
-			m.log.Warn("the secondary's QEMU exited", "vm", name, "pid", in.pid)
+			m.log.Warn("the secondary's QEMU exited", "vm", name, "pid", in.pid, "qemu_log", tailOf(in.p.qemuLog(), 1024))
 		default:
 			m.history.add(name, "crashed", "QEMU exited without being asked to")
-			m.log.Warn("QEMU exited unexpectedly", "vm", name, "pid", in.pid)
+			m.log.Warn("QEMU exited unexpectedly", "vm", name, "pid", in.pid, "qemu_log", tailOf(in.p.qemuLog(), 1024))
 			m.noteCrash(name)
 		}
 	}
