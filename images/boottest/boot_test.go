@@ -137,6 +137,8 @@ func TestFirmware(t *testing.T) {
 		"ip addr show dev br-mgmt":              qemubox.NodeIP(0) + "/24",
 		"ip link show dev mgmt0":                "master br-mgmt",
 		"cat /sys/fs/cgroup/cgroup.controllers": "memory",
+		// Tandem's own QEMU build (scripts/qemu/build), not Debian's.
+		"qemu-system-x86_64 -version": "(tandem 7.2",
 	} {
 		out, err := c.Run(cmd, 20*time.Second)
 		if err != nil {

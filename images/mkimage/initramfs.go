@@ -39,19 +39,40 @@ func stageTandem(repo, stage string) ([]string, error) {
 }
 
 // hostFiles are binaries taken from the build machine's Debian packages;
-// u-root copies their shared libraries along.
+// u-root copies their shared libraries along. The emulator is not among
+// them: the image ships Tandem's own build (tandemQEMU).
 func hostFiles() []string {
 	return []string{
-		"/usr/bin/qemu-system-x86_64",
 		"/usr/bin/qemu-img",
-		"/usr/bin/qemu-storage-daemon",
-		// Debian builds TCG as a module: without it QEMU runs nothing
-		// where there is no KVM.
-		"/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so",
 		"/usr/sbin/mke2fs",
 		"/usr/sbin/e2fsck",
 		"/etc/mke2fs.conf",
 	}
+}
+
+// imageQEMU is where the image's VM manager finds the emulator.
+const imageQEMU = "/usr/bin/qemu-system-x86_64"
+
+// tandemQEMU builds Tandem's QEMU (scripts/qemu/build: Debian's 7.2 with
+// our COLO fixes; cached, so only a first build takes minutes) and
+// returns its emulator binary. Its TCG is built in, not a module, and its
+// firmware path is the folders stageQEMUData fills.
+func tandemQEMU(repo string, log logf) (string, error) {
+	cmd := exec.Command(filepath.Join(repo, "scripts", "qemu", "build"))
+	cmd.Dir = repo
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("Tandem's QEMU (scripts/qemu/build): %w\n%s", err, lastLines(string(out), 20))
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	prefix := strings.TrimSpace(lines[len(lines)-1])
+	bin := filepath.Join(prefix, "bin", "qemu-system-x86_64")
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("Tandem's QEMU: %w", err)
+	}
+	log("QEMU: %s", bin)
+	return bin, nil
 }
 
 // qemuDataGlobs are the firmware and data files QEMU needs to run x86
@@ -121,7 +142,7 @@ func stageQEMUData(stage string) (int, error) {
 
 // buildInitramfs runs u-root in busybox mode: the u-root commands, ours,
 // tandem-init as uinit, the staged tree and the host files.
-func buildInitramfs(repo, cache, stage, out string, log logf) error {
+func buildInitramfs(repo, cache, stage, qemuBin, out string, log logf) error {
 	uroot, err := urootBinary(repo, cache)
 	if err != nil {
 		return err
@@ -160,6 +181,9 @@ func buildInitramfs(repo, cache, stage, out string, log logf) error {
 		}
 		args = append(args, "-files", f+":"+strings.TrimPrefix(f, "/"))
 	}
+	// An explicit file, not part of the staged tree: u-root copies the
+	// shared libraries of the files it is given.
+	args = append(args, "-files", qemuBin+":"+strings.TrimPrefix(imageQEMU, "/"))
 	args = append(args, cmds...)
 
 	log("u-root: %d u-root commands, %d host files", len(cmds), len(hostFiles()))

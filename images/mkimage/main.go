@@ -140,9 +140,13 @@ func build(boardName, out, cache, version string) error {
 		return err
 	}
 	log("staged %d QEMU firmware and data files", nq)
+	qemuBin, err := tandemQEMU(repo, log)
+	if err != nil {
+		return err
+	}
 
 	cpio := filepath.Join(out, "initramfs.cpio")
-	if err := buildInitramfs(repo, cache, stage, cpio, log); err != nil {
+	if err := buildInitramfs(repo, cache, stage, qemuBin, cpio, log); err != nil {
 		return err
 	}
 	log("initramfs built")
