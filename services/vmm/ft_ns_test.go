@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/cluster/clustertest"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/nstest"
@@ -267,9 +268,14 @@ func TestFaultTolerance(t *testing.T) {
 	vm := e.counterVM("ft", "node-a")
 	e.waitCount(90 * time.Second)
 	// Switch FT on, on the running VM.
-	vm.FT = true
+	setFT := func(on bool) (int, error) {
+		return c.Do(context.Background(), c.ClientNS, "PUT", clustertest.ClusterIP, "/api/v1/vms/ft",
+			map[string]any{"cpus": vm.CPUs, "memory_mib": vm.MemoryMiB, "disks": vm.Disks, "nics": vm.NICs, "boot": vm.Boot, "ft": on}, nil)
+	}
 	begin := time.Now()
-	e.must("PUT", "/api/v1/vms/ft", map[string]any{"cpus": vm.CPUs, "memory_mib": vm.MemoryMiB, "disks": vm.Disks, "nics": vm.NICs, "boot": vm.Boot, "ft": true}, nil)
+	if _, err := setFT(true); err != nil {
+		t.Fatalf("switch FT on: %v", err)
+	}
 	vm = e.waitFT("ft", directory.FTProtected, nodeID(t, c.A), 3*time.Minute)
 	t.Logf("protected %.1fs after FT was switched on", time.Since(begin).Seconds())
 
@@ -289,19 +295,24 @@ func TestFaultTolerance(t *testing.T) {
 		{name: "kill -9 of the primary's QEMU", apply: func(p, _ *clustertest.Member) { e.killQEMU(p, "ft") }},
 		{name: "power cut of the primary's node", apply: func(p, _ *clustertest.Member) { p.PowerOff() }, heal: func(p, _ *clustertest.Member) { p.PowerOn() }},
 		{name: "isolation of the primary's node", apply: func(p, _ *clustertest.Member) { c.Isolate(p) }, heal: func(p, _ *clustertest.Member) { c.Heal() }},
+		// A planned failover: the secondary takes over at once.
+		{name: "maintenance of the primary's node", apply: func(p, _ *clustertest.Member) { e.maintenance(p, true) }, heal: func(p, _ *clustertest.Member) { e.maintenance(p, false) }},
 		{name: "kill -9 of the secondary's QEMU", apply: func(_, s *clustertest.Member) { e.killQEMU(s, "ft") }, primarySurvives: true},
 	}
-	// Failover and re-protection cycles in a row: TANDEM_FT_CYCLES (one
-	// by default: five in a row do not pass yet, ending in a disk write
-	// error in the guest or in a re-protection that does not come back;
-	// being looked into).
-	cycles := 1
-	if n, err := strconv.Atoi(os.Getenv("TANDEM_FT_CYCLES")); err == nil && n > 0 {
+	// Failover and re-protection cycles in a row (TANDEM_FT_CYCLES, five
+	// by default), the primary's QEMU and the secondary's by turns.
+	cycles := 5
+	if n, err := strconv.Atoi(os.Getenv("TANDEM_FT_CYCLES")); err == nil && n >= 0 {
 		cycles = n
 	}
+	killPrimary, killSecondary := faults[0], faults[len(faults)-1]
 	for i := 0; i < cycles; i++ {
-		faults = append(faults, faults[0])
-		faults[len(faults)-1].name = fmt.Sprintf("kill -9 of the primary's QEMU, cycle %d", i+1)
+		f := killPrimary
+		if i%2 == 1 {
+			f = killSecondary
+		}
+		f.name = fmt.Sprintf("cycle %d: %s", i+1, f.name)
+		faults = append(faults, f)
 	}
 	for _, f := range faults {
 		primaryID := vm.Node
@@ -327,12 +338,63 @@ func TestFaultTolerance(t *testing.T) {
 		fc.check(f.name + ", re-protected")
 		e.checkConsoles("ft")
 	}
+
+	// Switching FT off ends the pairing: the secondary's QEMU goes, the
+	// guest runs on alone with its connections.
+	primary, secondary := ids[vm.Node], ids[other(vm.Node)]
+	secondaryPID := e.qemuPID(secondary, "ft")
+	if _, err := setFT(false); err != nil {
+		t.Fatalf("switch FT off: %v", err)
+	}
+	e.waitFT("ft", "", vm.Node, 30*time.Second)
+	nstest.WaitFor(t, 30*time.Second, "the secondary's QEMU to exit", func() bool { return syscall.Kill(secondaryPID, 0) != nil })
+	fc.check("FT switched off")
+	// With the other node down, FT cannot be switched on: refused, with
+	// the reason, and the VM runs on unprotected.
+	secondary.PowerOff()
+	nstest.WaitFor(t, 30*time.Second, secondary.Name+" unreachable to the leader", func() bool {
+		var h cluster.Health
+		if e.do("GET", "/api/v1/cluster/health", nil, &h) != nil {
+			return false
+		}
+		for _, m := range h.Members {
+			if m.Name == secondary.Name {
+				return !m.Reachable
+			}
+		}
+		return false
+	})
+	code, err := setFT(true)
+	if code != http.StatusConflict || !strings.Contains(fmt.Sprint(err), "cannot be protected") {
+		t.Errorf("FT switched on with the other node down: %d %v", code, err)
+	}
+	if got := e.vm("ft"); got.FT || got.Node != nodeID(t, primary) {
+		t.Errorf("after the refusal: ft %v on %s", got.FT, got.Node)
+	}
+	time.Sleep(time.Second)
+	fc.check("FT refused")
+	secondary.PowerOn()
+
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
 	t.Logf("failover gaps: median %v, max %v over %d failovers; %d counter answers", gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), len(gaps), fc.counts)
 }
 
+// maintenance switches m's maintenance mode.
+func (e *env) maintenance(m *clustertest.Member, on bool) {
+	e.t.Helper()
+	e.must("POST", "/api/v1/cluster/members/"+m.Name+"/maintenance", map[string]any{"on": on}, nil)
+}
+
 // killQEMU kills the VM's QEMU on m (kill -9).
 func (e *env) killQEMU(m *clustertest.Member, name string) {
+	e.t.Helper()
+	if err := syscall.Kill(e.qemuPID(m, name), syscall.SIGKILL); err != nil {
+		e.t.Fatalf("kill %s's QEMU on %s: %v", name, m.Name, err)
+	}
+}
+
+// qemuPID is the pid of the VM's QEMU on m.
+func (e *env) qemuPID(m *clustertest.Member, name string) int {
 	e.t.Helper()
 	b, err := os.ReadFile(filepath.Join(m.Dir, "vms", name, "qemu.pid"))
 	if err != nil {
@@ -342,7 +404,5 @@ func (e *env) killQEMU(m *clustertest.Member, name string) {
 	if err != nil || pid <= 1 {
 		e.t.Fatalf("%s's QEMU pid file on %s: %q", name, m.Name, b)
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		e.t.Fatalf("kill %d: %v", pid, err)
-	}
+	return pid
 }
