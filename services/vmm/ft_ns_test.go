@@ -248,11 +248,14 @@ func (e *env) checkConsoles(name string) {
 }
 
 // TestFaultTolerance: a VM with FT on is protected by a secondary on the
-// other node; its primary's QEMU is killed, its node loses power, its
-// node is cut off; its secondary's QEMU is killed. Each time the guest
-// goes on with the client's TCP connections open and its counter counts
-// on exactly, and protection comes back by itself, roles swapped as
-// they fall.
+// other node (the first secondary killed while it starts); its
+// primary's QEMU is killed, its node loses power, its node is cut off,
+// its node enters maintenance; its secondary's QEMU is killed; then five
+// kill cycles in a row. Each time the guest goes on with the client's
+// TCP connections open and its counter counts on exactly, and protection
+// comes back by itself, roles swapped as they fall. Last, FT switched
+// off ends the pairing, and switching it on with the other node down is
+// refused with the reason.
 func TestFaultTolerance(t *testing.T) {
 	e := newEnv(t)
 	c := e.c
@@ -267,7 +270,12 @@ func TestFaultTolerance(t *testing.T) {
 	}
 	vm := e.counterVM("ft", "node-a")
 	e.waitCount(90 * time.Second)
-	// Switch FT on, on the running VM.
+	fc := e.startFTClient(t)
+	defer fc.close()
+	// FT switched on for the running VM, the client connected. The
+	// first secondary's QEMU is killed as soon as it runs (a QEMU lost
+	// mid-transition): the VM runs on alone, the manager says why, and
+	// a next attempt protects it.
 	setFT := func(on bool) (int, error) {
 		return c.Do(context.Background(), c.ClientNS, "PUT", clustertest.ClusterIP, "/api/v1/vms/ft",
 			map[string]any{"cpus": vm.CPUs, "memory_mib": vm.MemoryMiB, "disks": vm.Disks, "nics": vm.NICs, "boot": vm.Boot, "ft": on}, nil)
@@ -276,11 +284,27 @@ func TestFaultTolerance(t *testing.T) {
 	if _, err := setFT(true); err != nil {
 		t.Fatalf("switch FT on: %v", err)
 	}
+	var firstSecondary int
+	nstest.WaitFor(t, 2*time.Minute, "the first secondary's QEMU", func() bool {
+		b, err := os.ReadFile(filepath.Join(c.B.Dir, "vms", "ft", "qemu.pid"))
+		firstSecondary, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && firstSecondary > 1
+	})
+	if err := syscall.Kill(firstSecondary, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the first secondary: %v", err)
+	}
 	vm = e.waitFT("ft", directory.FTProtected, nodeID(t, c.A), 3*time.Minute)
-	t.Logf("protected %.1fs after FT was switched on", time.Since(begin).Seconds())
-
-	fc := e.startFTClient(t)
-	defer fc.close()
+	t.Logf("protected %.1fs after FT was switched on (its first secondary killed)", time.Since(begin).Seconds())
+	failed := ""
+	for _, ev := range e.events(c.A, "ft") {
+		if ev.Kind == "ft-failed" {
+			failed = ev.Detail
+		}
+	}
+	if failed == "" {
+		t.Errorf("no failed protection recorded on %s for the killed secondary:\n%s", c.A.Name, e.ftReport("ft"))
+	}
+	t.Logf("the protection whose secondary was killed: %s", failed)
 	time.Sleep(3 * time.Second)
 	fc.check("while protected")
 
