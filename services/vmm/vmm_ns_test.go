@@ -52,14 +52,35 @@ func testGuest(t *testing.T) string {
 			guestErr = err
 			return
 		}
-		guestDir, guestErr = os.MkdirTemp("", "testguest-")
-		if guestErr != nil {
+		// One folder per checkout (one per process would leave a guest
+		// behind on every run): built beside it, its files renamed into
+		// it, so a QEMU of another test process keeps the files it has.
+		base, err := clustertest.BuildDir(root)
+		if err != nil {
+			guestErr = err
 			return
 		}
-		cmd := exec.Command("go", "run", "./images/mkimage", "-testguest", guestDir)
+		guestDir = filepath.Join(base, "testguest")
+		if guestErr = os.MkdirAll(guestDir, 0o700); guestErr != nil {
+			return
+		}
+		tmp := filepath.Join(base, fmt.Sprintf("testguest.%d", os.Getpid()))
+		defer os.RemoveAll(tmp)
+		cmd := exec.Command("go", "run", "./images/mkimage", "-testguest", tmp)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			guestErr = fmt.Errorf("build the test guest: %v\n%s", err, out)
+			return
+		}
+		entries, err := os.ReadDir(tmp)
+		if err != nil {
+			guestErr = err
+			return
+		}
+		for _, e := range entries {
+			if guestErr = os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(guestDir, e.Name())); guestErr != nil {
+				return
+			}
 		}
 	})
 	if guestErr != nil {

@@ -12,6 +12,7 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -93,26 +94,43 @@ var (
 	buildErr  error
 )
 
-// Binary builds the tandem multi-call binary once per process.
+// BuildDir is the folder of what the tests of the checkout at root
+// build (the tandem binary, the test guest): one per checkout and user,
+// so that runs do not pile up copies.
+func BuildDir(root string) (string, error) {
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("tandem-test-%d-%x", os.Getuid(), sum[:6]))
+	return dir, os.MkdirAll(dir, 0o700)
+}
+
+// Binary builds the tandem multi-call binary once per process, into
+// one place per checkout (a temporary folder per process would leave a
+// binary behind on every run): built beside it and renamed over it, so
+// a test process still running the previous one keeps its file.
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
-		root, err := exec.Command("go", "env", "GOMOD").Output()
+		out, err := exec.Command("go", "env", "GOMOD").Output()
 		if err != nil {
 			buildErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "tandem-bin-")
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		dir, err := BuildDir(root)
 		if err != nil {
 			buildErr = err
+			return
+		}
+		tmp := filepath.Join(dir, fmt.Sprintf("tandem.%d", os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", tmp, "./initramfs/cmd/tandem")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
+			buildErr = fmt.Errorf("build tandem: %v\n%s", err, out)
 			return
 		}
 		buildBin = filepath.Join(dir, "tandem")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./initramfs/cmd/tandem")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build tandem: %v\n%s", err, out)
-		}
+		buildErr = os.Rename(tmp, buildBin)
 	})
 	if buildErr != nil {
 		tb.Fatal(buildErr)
