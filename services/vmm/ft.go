@@ -737,8 +737,11 @@ func (m *Manager) claimFailover(ctx context.Context, in *instance, p *ftPair, re
 			break
 		}
 		// A short bound per attempt: while the cluster elects a new
-		// leader (the lost node led), a call to the old one hangs.
-		actx, cancel := context.WithTimeout(ctx, time.Second)
+		// leader (the lost node led), a call to the old one hangs, and
+		// the next attempt should reach the new one as soon as it is
+		// elected (0.3-0.6 s). An attempt cut short that committed
+		// after all is seen in the next view.
+		actx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
 		err = m.cfg.Cluster.VMFT(actx, directory.VMFTPayload{Name: in.name, Op: directory.FTOpFailover, Epoch: vm.FTEpoch, Survivor: view.Self, Reason: reason})
 		cancel()
 		if err == nil {
