@@ -22,9 +22,12 @@ deps:
 
 # -p 1: the namespace tests (real processes, QEMU guests under TCG) run one
 # package at a time, so one package's timing is not another's load.
+# Tandem's QEMU is built first (minutes on a fresh machine, then cached),
+# not inside the VM tests' time limit.
 check: deps
+	scripts/qemu/build
 	go vet ./...
-	go test -p 1 ./...
+	go test -p 1 -timeout 30m ./...
 
 image: deps
 	go run ./images/mkimage -board $(BOARD) -out $(OUT) -version $(VERSION)
