@@ -1,12 +1,16 @@
 package vmm_test
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +66,59 @@ func (e *env) echoLoad(t *testing.T, conns int, d time.Duration) (perSecond floa
 	return float64(len(lat)) / d.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]
 }
 
+// cpuByCommand is the CPU time every process has used so far, summed
+// by command name (both nodes' processes alike: they share this
+// machine's cores).
+func cpuByCommand() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ... utime stime: fields 14 and 15, 100 Hz.
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(string(b[end+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[string(b[open+1:end])] += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return out
+}
+
+// cpuSince says which commands used the CPU since before, in cores (of
+// the d elapsed), the largest first.
+func cpuSince(before map[string]time.Duration, d time.Duration) string {
+	type use struct {
+		name  string
+		cores float64
+	}
+	var uses []use
+	total := 0.0
+	for name, t := range cpuByCommand() {
+		if c := (t - before[name]).Seconds() / d.Seconds(); c >= 0.01 {
+			uses = append(uses, use{name, c})
+			total += c
+		}
+	}
+	slices.SortFunc(uses, func(a, b use) int { return cmp.Compare(b.cores, a.cores) })
+	parts := []string{fmt.Sprintf("%.2f cores in all", total)}
+	for _, u := range uses {
+		parts = append(parts, fmt.Sprintf("%s %.2f", u.name, u.cores))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // TestBenchFT is `make bench-ft` (TANDEM_BENCH=ft): on one cluster in
 // namespaces, the test guest's echo service is loaded unprotected, then
 // with FT on (throughput, latency, checkpoints and their pauses, time to
@@ -86,8 +143,10 @@ func TestBenchFT(t *testing.T) {
 	vm := e.counterVM("ft", "node-a")
 	e.waitCount(90 * time.Second)
 
+	cpu := cpuByCommand()
 	plainRate, plainP50, plainP99 := e.echoLoad(t, 4, load)
 	t.Logf("unprotected: echo %.0f answers/s, latency p50 %v p99 %v", plainRate, plainP50.Round(10*time.Microsecond), plainP99.Round(10*time.Microsecond))
+	t.Logf("unprotected: CPU during the load: %s", cpuSince(cpu, load))
 
 	begin := time.Now()
 	e.must("PUT", "/api/v1/vms/ft", map[string]any{"cpus": vm.CPUs, "memory_mib": vm.MemoryMiB, "disks": vm.Disks, "nics": vm.NICs, "boot": vm.Boot, "ft": true}, nil)
@@ -96,7 +155,9 @@ func TestBenchFT(t *testing.T) {
 	t.Logf("protected %.1fs after FT was switched on", toProtected.Seconds())
 
 	before := e.status(c.A, "ft").FT
+	cpu = cpuByCommand()
 	ftRate, ftP50, ftP99 := e.echoLoad(t, 4, load)
+	t.Logf("protected: CPU during the load: %s", cpuSince(cpu, load))
 	after := e.status(c.A, "ft").FT
 	ratio := ftRate / plainRate
 	checkpoints := after.Checkpoints - before.Checkpoints
