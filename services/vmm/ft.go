@@ -61,9 +61,13 @@ import (
 // the other node's up to date (the replicator's resync).
 
 const (
+	// Three pings missed: raft's own heartbeat bound. A false alarm
+	// costs protection for a few seconds, not the guest: the primary,
+	// claiming first, keeps it. A true one costs the client's TCP a
+	// retransmission round per 0.2-0.4 s of delay.
 	ftPing           = 100 * time.Millisecond
-	ftSilence        = 400 * time.Millisecond
-	ftDeferToPrimary = 200 * time.Millisecond
+	ftSilence        = 300 * time.Millisecond
+	ftDeferToPrimary = 100 * time.Millisecond
 	// ftCheckpointMillis is COLO's checkpoint interval; a difference in
 	// the two guests' output forces one sooner.
 	ftCheckpointMillis = 2000

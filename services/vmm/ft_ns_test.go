@@ -128,23 +128,25 @@ func (e *env) startFTClient(t *testing.T) *ftClient {
 	return fc
 }
 
-// gapAround is the failover gap: from the last echo before at to the
-// first after it.
+// gapWindow is how long after a fault its outage may begin.
+const gapWindow = 3 * time.Second
+
+// gapAround is the failover gap of a fault at at: the longest wait
+// between two echoes in a row, from the last echo before at, among the
+// waits that began within gapWindow of at (the first echo after at can
+// be one that was already on its way, the outage after it). The caller
+// first waits for an echo after at+gapWindow.
 func (fc *ftClient) gapAround(at time.Time) (time.Duration, bool) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	var before, after time.Time
-	for _, t := range fc.echoAt {
-		if !t.After(at) {
-			before = t
-		} else if after.IsZero() {
-			after = t
+	gap, found := time.Duration(0), false
+	for i := 1; i < len(fc.echoAt); i++ {
+		prev, next := fc.echoAt[i-1], fc.echoAt[i]
+		if next.After(at) && !prev.After(at.Add(gapWindow)) {
+			gap, found = max(gap, next.Sub(prev)), true
 		}
 	}
-	if before.IsZero() || after.IsZero() {
-		return 0, false
-	}
-	return after.Sub(before), true
+	return gap, found
 }
 
 // check fails the test if a connection broke or the count skipped.
@@ -347,11 +349,11 @@ func TestFaultTolerance(t *testing.T) {
 		}
 		at := time.Now()
 		f.apply(primary, secondary)
-		fc.waitEcho(t, at, 60*time.Second)
+		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
+		fc.waitEcho(t, at.Add(gapWindow), 60*time.Second)
 		gap, _ := fc.gapAround(at)
 		gaps = append(gaps, gap)
 		fc.check(f.name)
-		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
 		t.Logf("%s: failover gap %v (VM on %s)", f.name, gap.Round(time.Millisecond), survivor.Name)
 		if f.heal != nil {
 			f.heal(primary, secondary)

@@ -185,7 +185,9 @@ func TestBenchFT(t *testing.T) {
 			how = "power cut of the primary's node"
 			primary.PowerOff()
 		}
-		fc.waitEcho(t, at, 60*time.Second)
+		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
+		failedOver := time.Now()
+		fc.waitEcho(t, at.Add(gapWindow), 60*time.Second)
 		gap, _ := fc.gapAround(at)
 		time.Sleep(time.Second)
 		fc.close()
@@ -198,10 +200,10 @@ func TestBenchFT(t *testing.T) {
 				kept++
 			}
 		}
-		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
-		healed := time.Now()
+		healed := failedOver
 		if i%2 == 1 {
 			primary.PowerOn()
+			healed = time.Now()
 		}
 		vm = e.waitFT("ft", directory.FTProtected, nodeID(t, survivor), 3*time.Minute)
 		gaps = append(gaps, gap.Seconds())
