@@ -132,30 +132,65 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 // none can take it, the witness leads on (the cluster still commits; no
 // cluster IP moves to the witness) and tries again each second.
 func (a *Agent) handOver(ctx context.Context, r *raft.Raft) {
-	for ctx.Err() == nil {
-		a.probeMembers(ctx, r)
-		f := r.GetConfiguration()
-		if f.Error() == nil {
-			for _, s := range f.Configuration().Servers {
-				m, ok := a.Directory().Member(string(s.ID))
-				pr, probed := a.probes.get(string(s.ID))
-				if !ok || m.Role != directory.MemberNode || s.Suffrage != raft.Voter ||
-					!probed || pr.Err != "" || time.Since(pr.At) > 2*time.Second {
-					continue
-				}
-				if err := r.LeadershipTransferToServer(s.ID, s.Address).Error(); err != nil {
-					a.log.Warn("the witness could not hand leadership to a node", "node", m.Name, "err", err)
-					continue
-				}
-				a.log.Info("the witness handed leadership to a node", "node", m.Name)
-				return
-			}
-		}
+	for ctx.Err() == nil && !a.handOverOnce(ctx, r) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// handOverOnce probes the voting nodes at once and hands leadership to
+// the first that answers. It does not wait for the others: the witness
+// usually leads because a node was lost, and the lost node's probe only
+// ends at its timeout, while every proposal waits for the hand-over.
+func (a *Agent) handOverOnce(ctx context.Context, r *raft.Raft) bool {
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	servers := f.Configuration().Servers
+	answered := make(chan raft.Server, len(servers)) // room for every probe: none blocks
+	probing := 0
+	for _, s := range servers {
+		m, ok := a.Directory().Member(string(s.ID))
+		if !ok || m.Role != directory.MemberNode || s.Suffrage != raft.Voter || len(m.Addresses) == 0 {
+			continue
+		}
+		probing++
+		go func() {
+			start := time.Now()
+			var st MemberState
+			err := a.memberCall(pctx, m, http.MethodGet, "/api/v1/cluster/members/self", nil, &st)
+			if err == nil && st.MemberID != m.ID {
+				err = fmt.Errorf("answered as %s", st.MemberID)
+			}
+			pr := probe{At: time.Now(), RTT: time.Since(start), Applied: st.AppliedIndex}
+			took := s
+			if err != nil {
+				pr.Err = err.Error()
+				took = raft.Server{}
+			}
+			a.probes.set(m.ID, pr)
+			answered <- took
+		}()
+	}
+	for ; probing > 0; probing-- {
+		s := <-answered
+		if s.ID == "" {
+			continue
+		}
+		name := a.memberName(string(s.ID))
+		if err := r.LeadershipTransferToServer(s.ID, s.Address).Error(); err != nil {
+			a.log.Warn("the witness could not hand leadership to a node", "node", name, "err", err)
+			continue
+		}
+		a.log.Info("the witness handed leadership to a node", "node", name)
+		return true
+	}
+	return false
 }
 
 // clusterIPSetting is the configured cluster IP, if any. It is also kept
