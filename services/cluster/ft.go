@@ -44,10 +44,13 @@ func protectRefusal(vm directory.VM, caps []Capacity, unreachable func(node stri
 	return fmt.Errorf("VM %s cannot be protected: the cluster has no other node for its secondary: %w", vm.Name, directory.ErrConflict)
 }
 
-// unreachable says whether the leader's heartbeats to a member fail.
+// unreachable says whether the leader cannot count on reaching a
+// member: its heartbeats to it fail, or its probes (as the health
+// report shows them) do not answer. A leader of a few moments has
+// probed nobody yet: to it, every member is unreachable for now.
 func (a *Agent) unreachable(id string) bool {
 	_, failing := a.heartbeats.failingSince(id)
-	return failing
+	return failing || !a.probedRecently(id)
 }
 
 func (a *Agent) memberName(id string) string {

@@ -328,6 +328,13 @@ func (h *heartbeats) failingSince(id string) (time.Time, bool) {
 	return t, ok
 }
 
+// probedRecently says whether the leader's last probe of a member
+// answered within the last 3 s.
+func (a *Agent) probedRecently(id string) bool {
+	pr, ok := a.probes.get(id)
+	return ok && pr.Err == "" && time.Since(pr.At) < 3*time.Second
+}
+
 func (p *probes) set(id string, pr probe) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -145,7 +145,7 @@ func (a *Agent) clusterHealth() Health {
 				at := pr.At
 				mh.LastContact = &at
 			}
-			mh.Reachable = pr.Err == "" && time.Since(pr.At) < 3*time.Second
+			mh.Reachable = a.probedRecently(m.ID)
 			mh.RTTMillis = float64(pr.RTT.Microseconds()) / 1000
 			mh.Error = pr.Err
 		}
