@@ -161,20 +161,10 @@ func (a *Agent) handOverOnce(ctx context.Context, r *raft.Raft) bool {
 		}
 		probing++
 		go func() {
-			start := time.Now()
-			var st MemberState
-			err := a.memberCall(pctx, m, http.MethodGet, "/api/v1/cluster/members/self", nil, &st)
-			if err == nil && st.MemberID != m.ID {
-				err = fmt.Errorf("answered as %s", st.MemberID)
+			if a.probeMember(pctx, m).Err != "" {
+				s = raft.Server{}
 			}
-			pr := probe{At: time.Now(), RTT: time.Since(start), Applied: st.AppliedIndex}
-			took := s
-			if err != nil {
-				pr.Err = err.Error()
-				took = raft.Server{}
-			}
-			a.probes.set(m.ID, pr)
-			answered <- took
+			answered <- s
 		}()
 	}
 	for ; probing > 0; probing-- {
@@ -376,20 +366,27 @@ func (a *Agent) probeMembers(ctx context.Context, r *raft.Raft) {
 			defer wg.Done()
 			pctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			start := time.Now()
-			var st MemberState
-			err := a.memberCall(pctx, m, http.MethodGet, "/api/v1/cluster/members/self", nil, &st)
-			if err == nil && st.MemberID != m.ID {
-				err = fmt.Errorf("answered as %s", st.MemberID)
-			}
-			pr := probe{At: time.Now(), RTT: time.Since(start), Applied: st.AppliedIndex}
-			if err != nil {
-				pr.Err = err.Error()
-			}
-			a.probes.set(m.ID, pr)
+			a.probeMember(pctx, m)
 		}(m)
 	}
 	wg.Wait()
+}
+
+// probeMember asks a member for its state, records the answer (or the
+// error) as its probe and returns it.
+func (a *Agent) probeMember(ctx context.Context, m directory.Member) probe {
+	start := time.Now()
+	var st MemberState
+	err := a.memberCall(ctx, m, http.MethodGet, "/api/v1/cluster/members/self", nil, &st)
+	if err == nil && st.MemberID != m.ID {
+		err = fmt.Errorf("answered as %s", st.MemberID)
+	}
+	pr := probe{At: time.Now(), RTT: time.Since(start), Applied: st.AppliedIndex}
+	if err != nil {
+		pr.Err = err.Error()
+	}
+	a.probes.set(m.ID, pr)
+	return pr
 }
 
 // liftForcedMode records the end of forced single-node mode once every
