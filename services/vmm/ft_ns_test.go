@@ -128,25 +128,22 @@ func (e *env) startFTClient(t *testing.T) *ftClient {
 	return fc
 }
 
-// gapWindow is how long after a fault its outage may begin.
-const gapWindow = 3 * time.Second
-
-// gapAround is the failover gap of a fault at at: the longest wait
-// between two echoes in a row, from the last echo before at, among the
-// waits that began within gapWindow of at (the first echo after at can
-// be one that was already on its way, the outage after it). The caller
-// first waits for an echo after at+gapWindow.
-func (fc *ftClient) gapAround(at time.Time) (time.Duration, bool) {
+// longestWait is the longest wait between two echoes in a row that
+// began before until and ended after from. The failover gap of a fault
+// at t is longestWait(t, the moment the failover shows): the first
+// echo after t can be one that was already on its way, the outage after
+// it, and the pause when protection starts again comes later.
+func (fc *ftClient) longestWait(from, until time.Time) time.Duration {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	gap, found := time.Duration(0), false
+	var longest time.Duration
 	for i := 1; i < len(fc.echoAt); i++ {
 		prev, next := fc.echoAt[i-1], fc.echoAt[i]
-		if next.After(at) && !prev.After(at.Add(gapWindow)) {
-			gap, found = max(gap, next.Sub(prev)), true
+		if next.After(from) && prev.Before(until) {
+			longest = max(longest, next.Sub(prev))
 		}
 	}
-	return gap, found
+	return longest
 }
 
 // check fails the test if a connection broke or the count skipped.
@@ -350,8 +347,9 @@ func TestFaultTolerance(t *testing.T) {
 		at := time.Now()
 		f.apply(primary, secondary)
 		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
-		fc.waitEcho(t, at.Add(gapWindow), 60*time.Second)
-		gap, _ := fc.gapAround(at)
+		failedOver := time.Now()
+		fc.waitEcho(t, failedOver, 60*time.Second)
+		gap := fc.longestWait(at, failedOver)
 		gaps = append(gaps, gap)
 		fc.check(f.name)
 		t.Logf("%s: failover gap %v (VM on %s)", f.name, gap.Round(time.Millisecond), survivor.Name)
@@ -360,7 +358,10 @@ func TestFaultTolerance(t *testing.T) {
 		}
 		back := time.Now()
 		vm = e.waitFT("ft", directory.FTProtected, nodeID(t, survivor), 3*time.Minute)
-		t.Logf("%s: protected again %.1fs after the healing", f.name, time.Since(back).Seconds())
+		protected := time.Now()
+		fc.waitEcho(t, protected, 60*time.Second)
+		t.Logf("%s: protected again %.1fs after the healing; the longest wait for an echo meanwhile %v", f.name, time.Since(back).Seconds(),
+			fc.longestWait(failedOver, protected).Round(time.Millisecond))
 		fc.check(f.name + ", re-protected")
 		e.checkConsoles("ft")
 	}

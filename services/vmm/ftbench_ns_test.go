@@ -187,8 +187,8 @@ func TestBenchFT(t *testing.T) {
 		}
 		e.waitFT("ft", directory.FTFailedOver, nodeID(t, survivor), 30*time.Second)
 		failedOver := time.Now()
-		fc.waitEcho(t, at.Add(gapWindow), 60*time.Second)
-		gap, _ := fc.gapAround(at)
+		fc.waitEcho(t, failedOver, 60*time.Second)
+		gap := fc.longestWait(at, failedOver)
 		time.Sleep(time.Second)
 		fc.close()
 		fc.mu.Lock()
