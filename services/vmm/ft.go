@@ -38,9 +38,12 @@ import (
 //     (storage/copy.go followColo), not by the replicator. The guest is
 //     paused so that no write falls between the two.
 //  3. The secondary's manager opens its NBD server once its copies are
-//     writable there; the primary's QEMU gets COLO's disk replication
-//     and network compare, resumes, and migrates into the secondary:
-//     syncing. When QEMU reports COLO, the pairing is recorded protected.
+//     writable there; the primary's QEMU gets COLO's disk replication,
+//     resumes, and migrates into the secondary: syncing.
+//  4. When QEMU reports COLO and has made its first checkpoint, the
+//     NICs get COLO's mirror and compare (joinColoNICs: not earlier, or
+//     the compare holds the guest's answers through the whole copy);
+//     after the next checkpoint the pairing is recorded protected.
 //
 // Every COLO channel is a Unix socket on each side, joined by the two
 // managers through one front-door connection each. The control link
@@ -418,16 +421,8 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 	if err := m.ftForward(ctx, in, p, chanMigrate+"-out", chanMigrate); err != nil {
 		return err
 	}
-	if err := in.joinColo(in.p, p.disks, p.nics); err != nil {
+	if err := in.joinColoDisks(in.p, p.disks); err != nil {
 		return fmt.Errorf("COLO plumbing: %w", err)
-	}
-	// Channels QEMU serves: each NIC's mirror and compare input.
-	for i := 0; i < p.nics; i++ {
-		for _, ch := range []string{chanMirror, chanCompare} {
-			if err := m.ftJoin(ctx, p, in.p.ftSocket(ch+fmt.Sprint(i)), ch+fmt.Sprint(i), vm.Name); err != nil {
-				return err
-			}
-		}
 	}
 	caps := []map[string]any{{"capability": "x-colo", "state": true}}
 	if err := in.qmp("migrate-set-capabilities", map[string]any{"capabilities": caps}, nil); err != nil {
@@ -462,7 +457,32 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 			// takes over before its first checkpoint fails the guest's
 			// disk writes.
 			p.set(func(p *ftPair) { p.inColo, p.progress = true, 100 })
-			if err := p.waitCheckpoint(in, 3*time.Duration(ftCheckpointMillis)*time.Millisecond); err != nil {
+			if err := p.waitCheckpoint(in, 0, 3*time.Duration(ftCheckpointMillis)*time.Millisecond); err != nil {
+				return err
+			}
+			// The network joins COLO now (joinColoNICs), then a
+			// checkpoint brings the secondary in step with it.
+			if err := in.joinColoNICs(in.p, p.nics); err != nil {
+				return fmt.Errorf("COLO network plumbing: %w", err)
+			}
+			// Channels QEMU serves: each NIC's mirror and compare input.
+			for i := 0; i < p.nics; i++ {
+				for _, ch := range []string{chanMirror, chanCompare} {
+					if err := m.ftJoin(ctx, p, in.p.ftSocket(ch+fmt.Sprint(i)), ch+fmt.Sprint(i), vm.Name); err != nil {
+						return err
+					}
+				}
+			}
+			p.mu.Lock()
+			seen := p.checkpoints
+			p.mu.Unlock()
+			// Setting the interval in COLO makes a checkpoint at once:
+			// the secondary needs not wait for the next one to catch up
+			// with the network, nor the compare to hold answers till then.
+			if err := in.qmp("migrate-set-parameters", map[string]any{"x-checkpoint-delay": ftCheckpointMillis}, nil); err != nil {
+				return err
+			}
+			if err := p.waitCheckpoint(in, seen, 3*time.Duration(ftCheckpointMillis)*time.Millisecond); err != nil {
 				return err
 			}
 			p.set(func(p *ftPair) { p.state = "protected" })
@@ -514,14 +534,15 @@ func waitOverlaysCommitted(in *instance, p *ftPair, timeout time.Duration) error
 	}
 }
 
-// waitCheckpoint waits until the primary has made a checkpoint in COLO.
-func (p *ftPair) waitCheckpoint(in *instance, timeout time.Duration) error {
+// waitCheckpoint waits until the primary has made more than seen
+// checkpoints in COLO.
+func (p *ftPair) waitCheckpoint(in *instance, seen int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		p.mu.Lock()
 		n := p.checkpoints
 		p.mu.Unlock()
-		if n > 0 {
+		if n > seen {
 			return nil
 		}
 		if time.Now().After(deadline) {

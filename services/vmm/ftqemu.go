@@ -150,11 +150,10 @@ func (in *instance) serveReplication(p paths, disks int) error {
 // quorum).
 func primaryReplication(i int) string { return fmt.Sprintf("ft-out%d", i) }
 
-// joinColo turns a running VM into COLO's primary, the guest paused by
-// the caller: each disk's quorum gets the replication child (its writes
-// go to the secondary's copy too), each NIC the mirror of what it
-// receives and the compare of what it sends.
-func (in *instance) joinColo(p paths, disks, nics int) error {
+// joinColoDisks readies a running VM's disks for COLO, the guest paused
+// by the caller: each disk's quorum gets the replication child, so its
+// writes go to the secondary's copy too.
+func (in *instance) joinColoDisks(p paths, disks int) error {
 	for i := 0; i < disks; i++ {
 		node := primaryReplication(i)
 		if err := in.qmp("blockdev-add", map[string]any{"driver": "replication", "node-name": node, "mode": "primary",
@@ -167,6 +166,16 @@ func (in *instance) joinColo(p paths, disks, nics int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// joinColoNICs gives each NIC of a primary in COLO the mirror of what
+// it receives and the compare of what it sends. They join once COLO
+// runs: a compare in place during the first copy of the memory holds
+// every answer of the guest until the secondary runs (seconds of stall
+// for its clients). The secondary misses the packets of that moment;
+// the first difference in the guests' output brings it in step.
+func (in *instance) joinColoNICs(p paths, nics int) error {
 	objects, err := in.objects()
 	if err != nil {
 		return err
