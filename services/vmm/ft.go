@@ -381,7 +381,7 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 		p.end()
 		in.setPair(nil)
 	}()
-	if err := waitOverlaysCommitted(in, p, time.Minute); err != nil {
+	if err := p.waitOverlaysCommitted(in, time.Minute); err != nil {
 		return err
 	}
 	m.history.add(vm.Name, "ft-pairing", "starting a secondary on "+p.peer.Name)
@@ -509,53 +509,48 @@ func (m *Manager) protect(ctx context.Context, in *instance, vm directory.VM, p 
 	}
 }
 
-// waitOverlaysCommitted waits until a former secondary's overlays are
-// committed (overlaysCommitted).
-func waitOverlaysCommitted(in *instance, p *ftPair, timeout time.Duration) error {
+// waitFor checks done every step until it holds, QEMU exits, the
+// pairing ends or timeout passes; what names what is waited for.
+func (p *ftPair) waitFor(in *instance, what string, step, timeout time.Duration, done func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		done, err := in.overlaysCommitted()
-		if err != nil {
-			return fmt.Errorf("QEMU's block nodes: %w", err)
-		}
-		if done {
-			return nil
+		ok, err := done()
+		if err != nil || ok {
+			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the overlays of the former secondary are not committed after %v", timeout)
+			return fmt.Errorf("no %s within %v", what, timeout)
 		}
 		select {
 		case <-in.done:
-			return errors.New("QEMU exited")
+			return fmt.Errorf("QEMU exited before %s", what)
 		case <-p.ended:
-			return errors.New("the pairing ended")
-		case <-time.After(100 * time.Millisecond):
+			return fmt.Errorf("the pairing ended before %s", what)
+		case <-time.After(step):
 		}
 	}
+}
+
+// waitOverlaysCommitted waits until a former secondary's overlays are
+// committed (overlaysCommitted).
+func (p *ftPair) waitOverlaysCommitted(in *instance, timeout time.Duration) error {
+	return p.waitFor(in, "commit of the former secondary's overlays", 100*time.Millisecond, timeout, func() (bool, error) {
+		done, err := in.overlaysCommitted()
+		if err != nil {
+			return false, fmt.Errorf("QEMU's block nodes: %w", err)
+		}
+		return done, nil
+	})
 }
 
 // waitCheckpoint waits until the primary has made more than seen
 // checkpoints in COLO.
 func (p *ftPair) waitCheckpoint(in *instance, seen int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	return p.waitFor(in, "COLO checkpoint", 20*time.Millisecond, timeout, func() (bool, error) {
 		p.mu.Lock()
-		n := p.checkpoints
-		p.mu.Unlock()
-		if n > seen {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no COLO checkpoint within %v", timeout)
-		}
-		select {
-		case <-in.done:
-			return errors.New("QEMU exited before the first checkpoint")
-		case <-p.ended:
-			return errors.New("the pairing ended before the first checkpoint")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		defer p.mu.Unlock()
+		return p.checkpoints > seen, nil
+	})
 }
 
 // recorded says whether the directory has recorded the pairing (before,
