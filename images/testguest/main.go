@@ -71,6 +71,7 @@ func run() error {
 	go c.tick()
 	watchPowerButton(c) // before READY: a shutdown asked after it is heard
 	fmt.Printf("TESTGUEST READY count=%d disk=%s ip=%s\n", c.value(), disk, args["tandem.ip"])
+	go serveShell("/dev/ttyS0", c)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
 		n, err := c.add()

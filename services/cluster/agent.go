@@ -95,6 +95,7 @@ type Agent struct {
 	boardFences *boardFences
 	clients     memberClients
 	auth        *authCache
+	logins      *loginGuard
 	// auditLimit bounds how fast refusals are written to the audit log.
 	auditLimit rateLimit
 
@@ -169,6 +170,7 @@ func New(cfg Config) (*Agent, error) {
 	a.heartbeats = newHeartbeats()
 	a.boardFences = newBoardFences()
 	a.auth = newAuthCache()
+	a.logins = newLoginGuard(nil)
 	return a, nil
 }
 

@@ -39,7 +39,24 @@ func (a *Agent) Handler() http.Handler {
 	// Members only.
 	mux.HandleFunc("POST /api/v1/cluster/members/self", a.member(a.leaderOnly(a.handleMemberSelf)))
 	mux.HandleFunc("GET /api/v1/cluster/members/self", a.member(a.handleMemberState))
-	// Users.
+	// Console sessions: logging in is open to anyone, and guarded by the
+	// lockout (loginGuard).
+	mux.HandleFunc("POST /api/v1/session", a.leaderOnly(a.handleLogin))
+	mux.HandleFunc("GET /api/v1/session", a.user(viewer, a.handleSession))
+	mux.HandleFunc("DELETE /api/v1/session", a.user(viewer, a.leaderOnly(a.handleLogout)))
+	mux.HandleFunc("PUT /api/v1/session/password", a.user(viewer, a.leaderOnly(a.handleChangePassword)))
+	mux.HandleFunc("GET /api/v1/events", a.user(viewer, a.handleEvents))
+	// Users, and their API tokens.
+	mux.HandleFunc("GET /api/v1/users", a.user(admin, a.read(a.handleUsers)))
+	mux.HandleFunc("GET /api/v1/users/{name}", a.user(admin, a.read(a.handleUser)))
+	mux.HandleFunc("POST /api/v1/users", a.user(admin, a.leaderOnly(a.handleCreateUser)))
+	mux.HandleFunc("PATCH /api/v1/users/{name}", a.user(admin, a.leaderOnly(a.handleUpdateUser)))
+	mux.HandleFunc("DELETE /api/v1/users/{name}", a.user(admin, a.leaderOnly(a.handleDeleteUser)))
+	mux.HandleFunc("GET /api/v1/tokens", a.user(viewer, a.read(a.handleAPITokens)))
+	mux.HandleFunc("POST /api/v1/tokens", a.user(viewer, a.leaderOnly(a.handleCreateAPIToken)))
+	mux.HandleFunc("DELETE /api/v1/tokens/{id}", a.user(viewer, a.leaderOnly(a.handleRevokeAPIToken)))
+	mux.HandleFunc("GET /api/v1/activity", a.user(viewer, a.read(a.handleActivity)))
+	// The cluster.
 	mux.HandleFunc("GET /api/v1/cluster/status", a.user(viewer, a.handleStatus))
 	mux.HandleFunc("GET /api/v1/cluster/health", a.user(viewer, a.leaderOnly(a.handleHealth)))
 	mux.HandleFunc("POST /api/v1/cluster/tokens", a.user(admin, a.leaderOnly(a.handleNewToken)))
@@ -127,8 +144,7 @@ func (a *Agent) user(role directory.Role, next http.HandlerFunc) http.HandlerFun
 		}
 		p, err := a.authenticate(r)
 		if err != nil {
-			w.Header().Set("WWW-Authenticate", `Basic realm="Tandem"`)
-			frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+			authError(err).Write(w, r)
 			return
 		}
 		if !roleAtLeast(p.Role, role) {
@@ -617,4 +633,18 @@ func (a *Agent) handleAudit(w http.ResponseWriter, r *http.Request) {
 		limit = 100
 	}
 	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().Audit(since, limit))
+}
+
+// handleActivity answers the latest lines of the audit log, newest
+// first, for anyone logged in: what the dashboard shows as recent events.
+func (a *Agent) handleActivity(w http.ResponseWriter, r *http.Request) {
+	limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+	if r.URL.Query().Has("limit") && (err != nil || limit < 1 || limit > 200) {
+		apiError(w, fieldError("limit", "want 1 to 200"))
+		return
+	}
+	if limit == 0 {
+		limit = 50
+	}
+	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().RecentAudit(limit))
 }

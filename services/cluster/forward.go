@@ -148,9 +148,9 @@ func (a *Agent) forward(w http.ResponseWriter, r *http.Request) {
 		apiError(w, err)
 		return
 	}
-	for _, h := range []string{"Authorization", "Content-Type", "Accept"} {
-		if v := r.Header.Get(h); v != "" {
-			out.Header.Set(h, v)
+	for _, h := range []string{"Authorization", "Cookie", HeaderCSRF, "Content-Type", "Accept", "User-Agent", "Sec-Fetch-Mode", "Idempotency-Key"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			out.Header[h] = v
 		}
 	}
 	out.Header.Set(frontdoor.HeaderClient, clientAddr(r))

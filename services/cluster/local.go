@@ -196,12 +196,22 @@ func proposedBy[P any](a *Agent, typ directory.Type) func(member string, p P) er
 	}
 }
 
-// handleLocalWhoami authenticates a user's credentials for a service on
-// this node that does not keep users itself.
+// handleLocalWhoami authenticates, for a service on this node that does
+// not keep users itself, the request the service got: LocalClient.Whoami
+// sends what authenticate looks at, and the request's method, host,
+// client and member in whoami headers.
 func (a *Agent) handleLocalWhoami(w http.ResponseWriter, r *http.Request) {
-	p, err := a.authenticate(r)
+	orig := r.Clone(r.Context())
+	orig.Method = r.Header.Get(whoamiMethod)
+	orig.Host = r.Header.Get(whoamiHost)
+	orig.Header.Set("X-Forwarded-For", r.Header.Get(whoamiClient))
+	if m := r.Header.Get(whoamiMember); m != "" {
+		orig.Header.Set(frontdoor.HeaderMember, m)
+		orig.Header.Set(frontdoor.HeaderClient, r.Header.Get(whoamiClient))
+	}
+	p, err := a.authenticate(orig)
 	if err != nil {
-		frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		authError(err).Write(w, orig)
 		return
 	}
 	frontdoor.WriteJSON(w, http.StatusOK, Principal{User: p.User, Role: p.Role})

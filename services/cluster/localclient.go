@@ -33,9 +33,6 @@ func NewLocalClient(socket string) *LocalClient {
 	}}}
 }
 
-// ErrUnauthorized means the agent did not accept the credentials.
-var ErrUnauthorized = errors.New("unauthorized")
-
 func (l *LocalClient) do(ctx context.Context, method, path string, header http.Header, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -65,8 +62,12 @@ func (l *LocalClient) do(ctx context.Context, method, path string, header http.H
 		return fmt.Errorf("cluster agent: %w", err)
 	}
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized:
-		return fmt.Errorf("%w: %s", ErrUnauthorized, apiMessage(b))
+	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusForbidden && path == "/local/v1/whoami":
+		var body frontdoor.ErrorBody
+		_ = json.Unmarshal(b, &body)
+		retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return &AuthError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, RetryAfter: retry}
 	case resp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("cluster agent: %s: %w", apiMessage(b), directory.ErrRefused)
 	case resp.StatusCode/100 != 2:
@@ -102,13 +103,32 @@ func (l *LocalClient) VolumeCopy(ctx context.Context, p directory.VolumeCopyPayl
 	return l.do(ctx, http.MethodPost, "/local/v1/volumes/copy", nil, p, nil)
 }
 
-// Whoami authenticates the user whose Authorization header is given.
-func (l *LocalClient) Whoami(ctx context.Context, authorization string) (Principal, error) {
-	var p Principal
-	if authorization == "" {
-		return p, fmt.Errorf("%w: no credentials", ErrUnauthorized)
+// Headers of a whoami call: the request's own, which the socket would
+// otherwise lose.
+const (
+	whoamiMethod = "X-Tandem-Whoami-Method"
+	whoamiHost   = "X-Tandem-Whoami-Host"
+	whoamiClient = "X-Tandem-Whoami-Client"
+	whoamiMember = "X-Tandem-Whoami-Member"
+)
+
+// Whoami authenticates a request a service on this node got, as the
+// agent would authenticate it: credentials, CSRF token and origin.
+func (l *LocalClient) Whoami(ctx context.Context, r *http.Request) (Principal, error) {
+	h := http.Header{}
+	for _, k := range []string{"Authorization", "Cookie", HeaderCSRF, "Origin", "Upgrade", "Sec-Fetch-Mode"} {
+		if v := r.Header.Values(k); len(v) > 0 {
+			h[k] = v
+		}
 	}
-	err := l.do(ctx, http.MethodGet, "/local/v1/whoami", http.Header{"Authorization": {authorization}}, nil, &p)
+	h.Set(whoamiMethod, r.Method)
+	h.Set(whoamiHost, r.Host)
+	h.Set(whoamiClient, clientAddr(r))
+	if m := r.Header.Get(frontdoor.HeaderMember); m != "" {
+		h.Set(whoamiMember, m)
+	}
+	var p Principal
+	err := l.do(ctx, http.MethodGet, "/local/v1/whoami", h, nil, &p)
 	return p, err
 }
 
@@ -123,10 +143,10 @@ func (l *LocalClient) PrimaryHere(ctx context.Context, p PrimaryHere) error {
 // and the user must hold at least role.
 func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := l.Whoami(r.Context(), r.Header.Get("Authorization"))
-		if errors.Is(err, ErrUnauthorized) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="Tandem"`)
-			frontdoor.WriteError(w, http.StatusUnauthorized, "unauthorized", "a user name and password are required")
+		p, err := l.Whoami(r.Context(), r)
+		var refused *AuthError
+		if errors.As(err, &refused) {
+			refused.Write(w, r)
 			return
 		}
 		if err != nil {

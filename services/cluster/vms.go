@@ -146,7 +146,7 @@ func (req VMRequest) vm() directory.VM {
 }
 
 func (a *Agent) handleVMs(w http.ResponseWriter, r *http.Request) {
-	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().VMs())
+	writePage(w, r, a.Directory().VMs())
 }
 
 func (a *Agent) handleVM(w http.ResponseWriter, r *http.Request) {

@@ -39,7 +39,7 @@ type PrimaryRequest struct {
 }
 
 func (a *Agent) handleVolumes(w http.ResponseWriter, r *http.Request) {
-	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().Volumes())
+	writePage(w, r, a.Directory().Volumes())
 }
 
 func (a *Agent) handleVolume(w http.ResponseWriter, r *http.Request) {

@@ -68,6 +68,14 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyVolumeCloned(index, env))
 	case TypeVMFT:
 		target, err = withPayload(env, d.applyVMFT(index, env))
+	case TypeSessionPut:
+		target, err = withPayload(env, d.applySessionPut(index, env))
+	case TypeSessionDelete:
+		target, err = withPayload(env, d.applySessionDelete(index, env))
+	case TypeAPITokenPut:
+		target, err = withPayload(env, d.applyAPITokenPut(index, env))
+	case TypeAPITokenDel:
+		target, err = withPayload(env, d.applyAPITokenDelete(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command
@@ -201,6 +209,12 @@ func (d *Directory) applyUserPut(index uint64, env Envelope) func(UserPutPayload
 		}
 		u.Updated = env.Time
 		d.s.Users[u.Name] = &u
+		if exists && (u.Disabled || u.PasswordHash != old.PasswordHash) {
+			// A disabled user is out at once; a new password ends the
+			// browsers logged in with the old one (API tokens stay: they
+			// are not the password).
+			d.endAccess(u.Name, u.Disabled)
+		}
 		action := "user.update"
 		if !exists {
 			action = "user.create"
@@ -220,6 +234,7 @@ func (d *Directory) applyUserDelete(index uint64, env Envelope) func(NamePayload
 			return "", fmt.Errorf("user %s is the last admin: %w", u.Name, ErrRefused)
 		}
 		delete(d.s.Users, p.Name)
+		d.endAccess(p.Name, true)
 		d.audit(index, env, "user.delete", p.Name, "ok", "")
 		return p.Name, nil
 	}

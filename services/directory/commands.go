@@ -44,6 +44,10 @@ const (
 	TypeMaintenance   Type = 24 // a node enters or leaves maintenance
 	TypeVolumeCloned  Type = 25 // a clone's primary copied its source's data in
 	TypeVMFT          Type = 26 // a VM's fault tolerance starts, is reached, fails over or ends
+	TypeSessionPut    Type = 27 // a console login
+	TypeSessionDelete Type = 28 // a logout, or a session ended
+	TypeAPITokenPut   Type = 29 // a new API token
+	TypeAPITokenDel   Type = 30 // an API token revoked
 )
 
 // Envelope is what every command carries besides its payload.
@@ -190,7 +194,8 @@ func (t Type) String() string {
 		TypeLabelSet: "label.set", TypeAlertPut: "alert.put", TypeAlertDelete: "alert.delete", TypeTokenPut: "token.put",
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
 		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
-		TypeVolumeCloned: "volume.cloned", TypeVMFT: "vm.ft",
+		TypeVolumeCloned: "volume.cloned", TypeVMFT: "vm.ft", TypeSessionPut: "session.put", TypeSessionDelete: "session.delete",
+		TypeAPITokenPut: "api-token.put", TypeAPITokenDel: "api-token.delete",
 	}
 	if n, ok := names[t]; ok {
 		return n

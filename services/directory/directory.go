@@ -49,6 +49,8 @@ type state struct {
 	Labels    map[string]string     `json:"labels"`
 	Alerts    map[string]*AlertRule `json:"alerts"`
 	Tokens    map[string]*JoinToken `json:"tokens"`
+	Sessions  map[string]*Session   `json:"sessions"`
+	APITokens map[string]*APIToken  `json:"api_tokens"`
 	Nonces    map[string]time.Time  `json:"nonces"` // used join nonces, until they expire
 	Audit     []AuditEntry          `json:"audit"`
 	Index     uint64                `json:"index"` // last applied raft index
@@ -71,6 +73,8 @@ func (s *state) fillNil() {
 	fill(&s.Labels)
 	fill(&s.Alerts)
 	fill(&s.Tokens)
+	fill(&s.Sessions)
+	fill(&s.APITokens)
 	fill(&s.Nonces)
 }
 
@@ -92,6 +96,8 @@ func (s *state) clone() *state {
 	c.Labels = cloneMap(s.Labels)
 	c.Alerts = cloneMap(s.Alerts)
 	c.Tokens = cloneMap(s.Tokens)
+	c.Sessions = cloneMap(s.Sessions)
+	c.APITokens = cloneMap(s.APITokens)
 	c.Nonces = cloneMap(s.Nonces)
 	c.Audit = s.Audit[:len(s.Audit):len(s.Audit)] // appends copy; the prefix never changes
 	return &c
@@ -297,6 +303,19 @@ func (d *Directory) Audit(since uint64, limit int) []AuditEntry {
 		out = out[:limit]
 	}
 	return slices.Clone(out)
+}
+
+// RecentAudit returns the last limit lines of the audit log, newest
+// first.
+func (d *Directory) RecentAudit(limit int) []AuditEntry {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	n := min(limit, len(d.s.Audit))
+	out := make([]AuditEntry, 0, n)
+	for i := len(d.s.Audit) - 1; i >= len(d.s.Audit)-n; i-- {
+		out = append(out, d.s.Audit[i])
+	}
+	return out
 }
 
 func get[V any](d *Directory, m func(*state) map[string]*V, key string) (V, bool) {
