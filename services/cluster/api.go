@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
@@ -26,85 +27,11 @@ const maxBody = 64 << 10
 // Handler is the agent's API: the cluster endpoints, the directory
 // endpoints that need a cluster, and raft's Upgrade streams.
 func (a *Agent) Handler() http.Handler {
-	viewer, operator, admin := directory.RoleViewer, directory.RoleOperator, directory.RoleAdmin
 	mux := http.NewServeMux()
-	// Open to anyone: what a new member needs to find and check a cluster.
-	mux.HandleFunc("GET /api/v1/cluster/beacon", a.handleBeacon)
-	mux.HandleFunc("GET /api/v1/cluster/ca", a.handleCA)
-	// Before there are users: authorised by the member's setup code.
-	mux.HandleFunc("POST /api/v1/cluster/bootstrap", a.handleBootstrap)
-	mux.HandleFunc("POST /api/v1/cluster/join", a.handleJoin)
-	// A joining member, authorised by its token proof.
-	mux.HandleFunc("POST /api/v1/cluster/join-request", a.leaderOnly(a.handleJoinRequest))
-	// Members only.
-	mux.HandleFunc("POST /api/v1/cluster/members/self", a.member(a.leaderOnly(a.handleMemberSelf)))
-	mux.HandleFunc("GET /api/v1/cluster/members/self", a.member(a.handleMemberState))
-	// Console sessions: logging in is open to anyone, and guarded by the
-	// lockout (loginGuard).
-	mux.HandleFunc("POST /api/v1/session", a.leaderOnly(a.handleLogin))
-	mux.HandleFunc("GET /api/v1/session", a.user(viewer, a.handleSession))
-	mux.HandleFunc("DELETE /api/v1/session", a.user(viewer, a.leaderOnly(a.handleLogout)))
-	mux.HandleFunc("PUT /api/v1/session/password", a.user(viewer, a.leaderOnly(a.handleChangePassword)))
-	mux.HandleFunc("GET /api/v1/events", a.user(viewer, a.handleEvents))
-	// Users, and their API tokens.
-	mux.HandleFunc("GET /api/v1/users", a.user(admin, a.read(a.handleUsers)))
-	mux.HandleFunc("GET /api/v1/users/{name}", a.user(admin, a.read(a.handleUser)))
-	mux.HandleFunc("POST /api/v1/users", a.user(admin, a.leaderOnly(a.handleCreateUser)))
-	mux.HandleFunc("PATCH /api/v1/users/{name}", a.user(admin, a.leaderOnly(a.handleUpdateUser)))
-	mux.HandleFunc("DELETE /api/v1/users/{name}", a.user(admin, a.leaderOnly(a.handleDeleteUser)))
-	mux.HandleFunc("GET /api/v1/tokens", a.user(viewer, a.read(a.handleAPITokens)))
-	mux.HandleFunc("POST /api/v1/tokens", a.user(viewer, a.leaderOnly(a.handleCreateAPIToken)))
-	mux.HandleFunc("DELETE /api/v1/tokens/{id}", a.user(viewer, a.leaderOnly(a.handleRevokeAPIToken)))
-	mux.HandleFunc("GET /api/v1/activity", a.user(viewer, a.read(a.handleActivity)))
-	// The cluster.
-	mux.HandleFunc("GET /api/v1/cluster/status", a.user(viewer, a.handleStatus))
-	mux.HandleFunc("GET /api/v1/cluster/health", a.user(viewer, a.leaderOnly(a.handleHealth)))
-	mux.HandleFunc("POST /api/v1/cluster/tokens", a.user(admin, a.leaderOnly(a.handleNewToken)))
-	mux.HandleFunc("DELETE /api/v1/cluster/members/{id}", a.user(admin, a.leaderOnly(a.handleRemoveMember)))
-	mux.HandleFunc("POST /api/v1/cluster/force-single", a.user(admin, a.handleForceSingle))
-	mux.HandleFunc("GET /api/v1/cluster/settings", a.user(admin, a.read(a.handleGetSettings)))
-	mux.HandleFunc("PATCH /api/v1/cluster/settings", a.user(admin, a.leaderOnly(a.handlePatchSettings)))
-	mux.HandleFunc("GET /api/v1/labels", a.user(viewer, a.read(a.handleLabels)))
-	mux.HandleFunc("GET /api/v1/labels/{key}", a.user(viewer, a.read(a.handleGetLabel)))
-	mux.HandleFunc("PUT /api/v1/labels/{key}", a.user(operator, a.leaderOnly(a.handlePutLabel)))
-	mux.HandleFunc("GET /api/v1/audit", a.user(admin, a.read(a.handleAudit)))
-	mux.HandleFunc("GET /api/v1/volumes", a.user(viewer, a.read(a.handleVolumes)))
-	mux.HandleFunc("GET /api/v1/volumes/{name}", a.user(viewer, a.read(a.handleVolume)))
-	mux.HandleFunc("POST /api/v1/volumes", a.user(operator, a.leaderOnly(a.handleCreateVolume)))
-	mux.HandleFunc("PATCH /api/v1/volumes/{name}", a.user(operator, a.leaderOnly(a.handleUpdateVolume)))
-	mux.HandleFunc("DELETE /api/v1/volumes/{name}", a.user(operator, a.leaderOnly(a.handleDeleteVolume)))
-	mux.HandleFunc("POST /api/v1/volumes/{name}/primary", a.user(operator, a.leaderOnly(a.handleVolumePrimary)))
-	mux.HandleFunc("GET /api/v1/vms", a.user(viewer, a.read(a.handleVMs)))
-	mux.HandleFunc("GET /api/v1/vms/{name}", a.user(viewer, a.read(a.handleVM)))
-	mux.HandleFunc("POST /api/v1/vms", a.user(operator, a.leaderOnly(a.handleCreateVM)))
-	mux.HandleFunc("PUT /api/v1/vms/{name}", a.user(operator, a.leaderOnly(a.handleUpdateVM)))
-	mux.HandleFunc("DELETE /api/v1/vms/{name}", a.user(operator, a.leaderOnly(a.handleDeleteVM)))
-	mux.HandleFunc("POST /api/v1/vms/{name}/start", a.user(operator, a.leaderOnly(a.handleStartVM)))
-	mux.HandleFunc("POST /api/v1/vms/{name}/stop", a.user(operator, a.leaderOnly(a.handleStopVM)))
-	mux.HandleFunc("POST /api/v1/cluster/members/{id}/maintenance", a.user(operator, a.leaderOnly(a.handleMaintenance)))
-	mux.HandleFunc("POST /api/v1/vms/{name}/migrate", a.user(operator, a.leaderOnly(a.handleMigrateVM)))
-	volumeCopy := proposedBy[directory.VolumeCopyPayload](a, directory.TypeVolumeCopy)
-	volumeCloned := proposedBy[directory.VolumeClonedPayload](a, directory.TypeVolumeCloned)
-	vmFT := proposedBy[directory.VMFTPayload](a, directory.TypeVMFT)
-	mux.HandleFunc("POST /api/v1/cluster/volumes/copy", a.member(a.leaderOnly(asCallingMember(volumeCopy))))
-	mux.HandleFunc("POST /api/v1/cluster/volumes/cloned", a.member(a.leaderOnly(asCallingMember(volumeCloned))))
-	mux.HandleFunc("POST /api/v1/cluster/vms/stopped", a.member(a.leaderOnly(asCallingMember(a.vmStoppedBy))))
-	mux.HandleFunc("POST /api/v1/cluster/vms/moved", a.member(a.leaderOnly(asCallingMember(a.vmMovedBy))))
-	mux.HandleFunc("POST /api/v1/cluster/vms/ft", a.member(a.leaderOnly(asCallingMember(vmFT))))
-	mux.HandleFunc("POST /api/v1/cluster/volumes/primary-here", a.member(a.leaderOnly(asCallingMember(a.primaryFor))))
-	// This node's services, on the socket only.
-	mux.HandleFunc("GET /local/v1/view", a.local(a.handleLocalView))
-	mux.HandleFunc("POST /local/v1/volumes/copy", a.local(asThisMember(a, "/api/v1/cluster/volumes/copy", volumeCopy)))
-	mux.HandleFunc("POST /local/v1/volumes/cloned", a.local(asThisMember(a, "/api/v1/cluster/volumes/cloned", volumeCloned)))
-	mux.HandleFunc("POST /local/v1/volumes/primary-here", a.local(asThisMember(a, "/api/v1/cluster/volumes/primary-here", a.primaryFor)))
-	mux.HandleFunc("POST /local/v1/vms/stopped", a.local(asThisMember(a, "/api/v1/cluster/vms/stopped", a.vmStoppedBy)))
-	mux.HandleFunc("POST /local/v1/vms/moved", a.local(asThisMember(a, "/api/v1/cluster/vms/moved", a.vmMovedBy)))
-	mux.HandleFunc("POST /local/v1/vms/ft", a.local(asThisMember(a, "/api/v1/cluster/vms/ft", vmFT)))
-	mux.HandleFunc("GET /local/v1/whoami", a.local(a.handleLocalWhoami))
+	apidoc.Register(mux, a.routes(), a.guard)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	mux.HandleFunc("POST /api/v1/cluster/audit", a.member(a.leaderOnly(a.handleAuditWrite)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if why := r.Header.Get(frontdoor.HeaderRefused); why != "" {
 			// The front door refused it: record it, then say no.

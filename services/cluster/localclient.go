@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
@@ -193,4 +194,24 @@ func (l *LocalClient) VMFT(ctx context.Context, p directory.VMFTPayload) error {
 // VMMoved records the end of a live migration this node sent.
 func (l *LocalClient) VMMoved(ctx context.Context, p VMMoved) error {
 	return l.do(ctx, http.MethodPost, "/local/v1/vms/moved", nil, p, nil)
+}
+
+// Guard wraps a route of a node service in the check its Access asks
+// for: a user of that role, through the cluster agent.
+func (l *LocalClient) Guard(r apidoc.Route) http.HandlerFunc {
+	switch r.Access {
+	case apidoc.Viewer:
+		return l.RequireUser(directory.RoleViewer, r.Handler)
+	case apidoc.Operator:
+		return l.RequireUser(directory.RoleOperator, r.Handler)
+	case apidoc.Admin:
+		return l.RequireUser(directory.RoleAdmin, r.Handler)
+	case apidoc.Public:
+		return r.Handler
+	}
+	// Members and local callers have their own ways in (Upgrade
+	// streams), not a service's routes.
+	return func(w http.ResponseWriter, _ *http.Request) {
+		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	}
 }

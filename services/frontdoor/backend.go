@@ -19,6 +19,9 @@ func UnixBackend(socket string, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
+			// The Host the client asked for stays: a service checks the
+			// Origin of a browser's request against it.
+			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 			// Rewrite drops hop-by-hop headers but the identity header is
 			// ours: carry it on.

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/tandemhci/tandem/services/directory"
+	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/replica"
@@ -17,15 +17,8 @@ const headerVolume = "X-Tandem-Volume"
 
 // Handler serves the storage API and the peer's replication streams.
 func (s *Service) Handler() http.Handler {
-	viewer, operator := directory.RoleViewer, directory.RoleOperator
-	user := s.cfg.Cluster.RequireUser // the users live in the cluster's directory
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/storage/volumes", user(viewer, s.handleList))
-	mux.HandleFunc("GET /api/v1/storage/volumes/{name}", user(viewer, s.onPrimary(s.handleStatus)))
-	mux.HandleFunc("POST /api/v1/storage/volumes/{name}/verify", user(operator, s.onPrimary(s.handleVerify)))
-	mux.HandleFunc("PUT /api/v1/storage/volumes/{name}/image", user(operator, s.onPrimary(s.handleImport)))
-	mux.HandleFunc("GET /api/v1/storage/volumes/{name}/image", user(operator, s.onPrimary(s.handleExport)))
-	mux.HandleFunc("GET /api/v1/storage/disks", user(viewer, s.handleDisks))
+	apidoc.Register(mux, s.routes(), s.cfg.Cluster.Guard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -36,6 +29,31 @@ func (s *Service) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// APIRoutes describes the storage service's endpoints, for the API's
+// document: the same list Handler serves, without handlers.
+func APIRoutes() []apidoc.Route {
+	routes := (&Service{}).routes()
+	for i := range routes {
+		routes[i].Handler = nil
+	}
+	return routes
+}
+
+// routes is every endpoint of the storage service. Those about one
+// volume run on the node holding its primary copy (onPrimary forwards).
+func (s *Service) routes() []apidoc.Route {
+	viewer, operator := apidoc.Viewer, apidoc.Operator
+	format := []apidoc.Param{{Name: "format", Description: "raw or qcow2"}}
+	return []apidoc.Route{
+		{Method: "GET", Path: "/api/v1/storage/volumes", Access: viewer, Summary: "This node's copies, their sync state and resync progress", Response: []VolumeStatus{}, Handler: s.handleList},
+		{Method: "GET", Path: "/api/v1/storage/volumes/{name}", Access: viewer, Summary: "A volume's primary copy", Response: VolumeStatus{}, Handler: s.onPrimary(s.handleStatus)},
+		{Method: "POST", Path: "/api/v1/storage/volumes/{name}/verify", Access: operator, Summary: "Compare both copies block by block", Response: replica.VerifyReport{}, Handler: s.onPrimary(s.handleVerify)},
+		{Method: "PUT", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Write a disk image (raw or qcow2 body) into a volume", Query: format, Handler: s.onPrimary(s.handleImport), Status: http.StatusOK},
+		{Method: "GET", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Read a volume as a disk image", Query: format, Handler: s.onPrimary(s.handleExport), Status: http.StatusOK},
+		{Method: "GET", Path: "/api/v1/storage/disks", Access: viewer, Summary: "This node's disks: health and latency", Response: DisksReport{}, Handler: s.handleDisks},
+	}
 }
 
 // serveReplication takes a primary's stream for this node's copy.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/cluster"
-	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
 
@@ -41,16 +41,8 @@ type VMStatus struct {
 // Handler serves the VM manager's API: the runtime side of the VMs this
 // node runs (the definitions are the cluster agent's /api/v1/vms).
 func (m *Manager) Handler() http.Handler {
-	viewer, operator := directory.RoleViewer, directory.RoleOperator
-	user := m.cfg.Cluster.RequireUser // the users live in the cluster's directory
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/vmm/vms", user(viewer, m.handleList))
-	mux.HandleFunc("GET /api/v1/vmm/vms/{name}", user(viewer, m.onNode(m.handleStatus)))
-	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/history", user(viewer, m.onNode(m.handleHistory)))
-	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/serial.log", user(viewer, m.onNode(m.handleSerialLog)))
-	mux.HandleFunc("POST /api/v1/vmm/vms/{name}/reset", user(operator, m.onNode(m.handleReset)))
-	mux.HandleFunc("POST /api/v1/vmm/vms/{name}/reboot", user(operator, m.onNode(m.handleReboot)))
-	mux.HandleFunc("GET /api/v1/vmm/vms/{name}/console/{kind}", user(operator, m.onNode(m.handleConsole)))
+	apidoc.Register(mux, m.routes(), m.cfg.Cluster.Guard)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -65,6 +57,32 @@ func (m *Manager) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// APIRoutes describes the VM manager's endpoints, for the API's
+// document: the same list Handler serves, without handlers.
+func APIRoutes() []apidoc.Route {
+	routes := (&Manager{}).routes()
+	for i := range routes {
+		routes[i].Handler = nil
+	}
+	return routes
+}
+
+// routes is every endpoint of the VM manager. Those about one VM run on
+// the node that runs it (onNode forwards), or on the one ?node= names.
+func (m *Manager) routes() []apidoc.Route {
+	viewer, operator := apidoc.Viewer, apidoc.Operator
+	node := []apidoc.Param{{Name: "node", Description: "the node (name or member ID) to ask, if not the VM's"}}
+	return []apidoc.Route{
+		{Method: "GET", Path: "/api/v1/vmm/vms", Access: viewer, Summary: "The VMs this node runs, as they run", Response: []VMStatus{}, Handler: m.handleList},
+		{Method: "GET", Path: "/api/v1/vmm/vms/{name}", Access: viewer, Summary: "A VM as it runs", Query: node, Response: VMStatus{}, Handler: m.onNode(m.handleStatus)},
+		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/history", Access: viewer, Summary: "A VM's events on its node", Query: node, Response: []Event{}, Handler: m.onNode(m.handleHistory)},
+		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/serial.log", Access: viewer, Summary: "The end of a VM's serial output (text)", Query: node, Handler: m.onNode(m.handleSerialLog), Status: http.StatusOK},
+		{Method: "POST", Path: "/api/v1/vmm/vms/{name}/reset", Access: operator, Summary: "Hard-reset a VM", Handler: m.onNode(m.handleReset)},
+		{Method: "POST", Path: "/api/v1/vmm/vms/{name}/reboot", Access: operator, Summary: "Reboot a VM (ACPI shutdown, then start with its current definition)", Response: map[string]string{}, Status: http.StatusAccepted, Handler: m.onNode(m.handleReboot)},
+		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/console/{kind}", Access: operator, Websocket: true, Summary: "A VM's console: serial (raw bytes) or vnc (RFB), as a websocket", Handler: m.onNode(m.handleConsole)},
+	}
 }
 
 // onNode runs the handler on the node the directory places the VM on,
