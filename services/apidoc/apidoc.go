@@ -9,6 +9,7 @@ package apidoc
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -266,16 +267,18 @@ func (g *schemas) object(t reflect.Type) map[string]any {
 }
 
 // fields adds a struct's JSON fields to props, an embedded struct's
-// fields as its own (as encoding/json does).
+// fields as its own unless the struct has a field of that name (as
+// encoding/json does).
 func (g *schemas) fields(t reflect.Type, props map[string]any, required *[]string) {
+	var embedded []reflect.StructField
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "-" {
 			continue
 		}
-		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
-			g.fields(f.Type, props, required)
+		if ft := f.Type; f.Anonymous && name == "" && (ft.Kind() == reflect.Struct || ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct) {
+			embedded = append(embedded, f)
 			continue
 		}
 		if !f.IsExported() {
@@ -287,6 +290,24 @@ func (g *schemas) fields(t reflect.Type, props map[string]any, required *[]strin
 		props[name] = g.of(f.Type)
 		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") && f.Type.Kind() != reflect.Pointer {
 			*required = append(*required, name)
+		}
+	}
+	for _, f := range embedded {
+		inner, innerRequired := map[string]any{}, []string{}
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		g.fields(ft, inner, &innerRequired)
+		for _, name := range slices.Sorted(maps.Keys(inner)) {
+			if _, ok := props[name]; ok {
+				continue
+			}
+			props[name] = inner[name]
+			// A nil embedded pointer has no fields: none required.
+			if f.Type.Kind() != reflect.Pointer && slices.Contains(innerRequired, name) {
+				*required = append(*required, name)
+			}
 		}
 	}
 }

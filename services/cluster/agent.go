@@ -96,6 +96,7 @@ type Agent struct {
 	clients     memberClients
 	auth        *authCache
 	logins      *loginGuard
+	stats       statsFeed
 	// auditLimit bounds how fast refusals are written to the audit log.
 	auditLimit rateLimit
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/memberconn"
 	"github.com/tandemhci/tandem/services/passwd"
 )
 
@@ -111,6 +112,14 @@ func (a *Agent) authenticate(r *http.Request) (principal, error) {
 	var err error
 	var name string // the user a password attempt named
 	switch scheme, cred, _ := strings.Cut(authz, " "); {
+	case authz == "" && !hasCookie(r, SessionCookie) && r.Header.Get(frontdoor.HeaderMember) != "" && r.Header.Get(frontdoor.HeaderForwardedBy) == "":
+		// A member calling for itself (not forwarding a user's
+		// request): it may read, as a viewer.
+		id, err := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
+		if err != nil || !a.isMember(id) {
+			return principal{}, errUnauthorized
+		}
+		return principal{User: "member:" + id.ID, Role: directory.RoleViewer, Via: "member"}, nil
 	case strings.EqualFold(scheme, "Bearer"):
 		p, err = a.tokenPrincipal(strings.TrimSpace(cred))
 	case authz == "" && hasCookie(r, SessionCookie):

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/metrics"
 )
 
 // The events websocket (GET /api/v1/events) tells the console what
@@ -21,10 +22,12 @@ import (
 type EventMessage struct {
 	// Kind is hello (first, with the serving member and its applied
 	// index), change (a directory change: its index, command type and
-	// record), pong (the answer to a ping), error (a message the server
+	// record), stats (a node's sample, every 2 s), pong (the answer to a ping), error (a message the server
 	// could not take; the stream goes on) or bye (the session ended).
 	Kind    string `json:"kind"`
 	Node    string `json:"node,omitempty"`
+	// A stats message carries a node's sample (its fields beside kind).
+	*metrics.Sample
 	Index   uint64 `json:"index,omitempty"`
 	Type    string `json:"type,omitempty"`
 	Target  string `json:"target,omitempty"`
@@ -57,6 +60,8 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	// missed.
 	changes, cancel := a.Directory().Subscribe(512)
 	defer cancel()
+	samples, unsubscribe := a.subscribeStats()
+	defer unsubscribe()
 	ws, err := eventsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
@@ -102,6 +107,13 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case m := <-replies:
 			if !send(m) {
+				return
+			}
+		case s, ok := <-samples:
+			if !ok {
+				return
+			}
+			if !send(EventMessage{Kind: "stats", Node: s.Node, Sample: &s}) {
 				return
 			}
 		case ev, ok := <-changes:

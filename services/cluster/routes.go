@@ -63,6 +63,7 @@ func (a *Agent) routes() []apidoc.Route {
 
 		// The cluster.
 		{Method: "GET", Path: "/api/v1/cluster/status", Access: viewer, Summary: "This member's view of the cluster", Response: Status{}, Handler: a.handleStatus},
+		{Method: "GET", Path: "/api/v1/cluster/metrics", Access: viewer, Summary: "This member's raft state and the directory's records in Prometheus's text format", Handler: a.handleMetrics, Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/cluster/health", Access: viewer, Summary: "The cluster's health, as the leader sees it", Response: Health{}, Handler: a.leaderOnly(a.handleHealth)},
 		{Method: "POST", Path: "/api/v1/cluster/tokens", Access: admin, Summary: "Make a join token for a new member", Request: struct {
 			TTLHours int `json:"ttl_hours,omitempty"`

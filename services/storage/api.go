@@ -3,12 +3,14 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
 	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
+	"github.com/tandemhci/tandem/services/metrics"
 	"github.com/tandemhci/tandem/services/replica"
 )
 
@@ -52,6 +54,7 @@ func (s *Service) routes() []apidoc.Route {
 		{Method: "POST", Path: "/api/v1/storage/volumes/{name}/verify", Access: operator, Summary: "Compare both copies block by block", Response: replica.VerifyReport{}, Handler: s.onPrimary(s.handleVerify)},
 		{Method: "PUT", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Write a disk image (raw or qcow2 body) into a volume", Query: format, Handler: s.onPrimary(s.handleImport), Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Read a volume as a disk image", Query: format, Handler: s.onPrimary(s.handleExport), Status: http.StatusOK},
+		{Method: "GET", Path: "/api/v1/storage/metrics", Access: viewer, Summary: "This node's copies in Prometheus's text format", Handler: s.handleMetrics, Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/storage/disks", Access: viewer, Summary: "This node's disks: health and latency", Response: DisksReport{}, Handler: s.handleDisks},
 	}
 }
@@ -143,4 +146,39 @@ func (s *Service) handleVerify(w http.ResponseWriter, r *http.Request, c *copySt
 
 func (s *Service) handleDisks(w http.ResponseWriter, r *http.Request) {
 	frontdoor.WriteJSON(w, http.StatusOK, s.disks.report(r.Context(), s.latencies()))
+}
+
+// handleMetrics answers this node's copies in Prometheus's text format:
+// replication state, resync progress, checksum errors and latency.
+func (s *Service) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	var t metrics.Text
+	var copies []VolumeStatus
+	for _, n := range s.names() {
+		if c := s.copyOf(n); c != nil {
+			copies = append(copies, c.status())
+		}
+	}
+	s.mu.Lock()
+	self := s.view.Self
+	for _, m := range s.view.Members {
+		if m.ID == self {
+			self = m.Name
+		}
+	}
+	s.mu.Unlock()
+	family := func(name, typ, help string, get func(VolumeStatus) float64) {
+		t.Family(name, typ, help)
+		for _, c := range copies {
+			t.Value(name, get(c), "volume", c.Name, "node", self, "role", c.Replica.Role)
+		}
+	}
+	family("tandem_replica_peer_connected", "gauge", "1 when the copy is joined to its peer.", func(c VolumeStatus) float64 { return metrics.Bool(c.Replica.Peer == "connected") })
+	family("tandem_replica_in_sync_ratio", "gauge", "Share of the copy in step with the peer (0 to 1).", func(c VolumeStatus) float64 { return c.Replica.InSyncPercent / 100 })
+	family("tandem_replica_out_of_sync_bytes", "gauge", "Bytes the peer's copy is behind by.", func(c VolumeStatus) float64 { return float64(c.Replica.OutOfSyncBytes) })
+	family("tandem_replica_resync_bytes_per_second", "gauge", "Resync speed.", func(c VolumeStatus) float64 { return float64(c.Replica.ResyncRate) })
+	family("tandem_replica_checksum_errors_total", "counter", "Blocks whose checksum did not match.", func(c VolumeStatus) float64 { return float64(c.Replica.ChecksumErrors) })
+	family("tandem_replica_write_p99_seconds", "gauge", "99th percentile of acknowledged writes' latency.", func(c VolumeStatus) float64 { return float64(c.Replica.Writes.P99us) / 1e6 })
+	family("tandem_replica_read_p99_seconds", "gauge", "99th percentile of reads' latency.", func(c VolumeStatus) float64 { return float64(c.Replica.Reads.P99us) / 1e6 })
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	_, _ = io.WriteString(w, t.String())
 }

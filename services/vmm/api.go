@@ -81,7 +81,35 @@ func (m *Manager) routes() []apidoc.Route {
 		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/serial.log", Access: viewer, Summary: "The end of a VM's serial output (text)", Query: node, Handler: m.onNode(m.handleSerialLog), Status: http.StatusOK},
 		{Method: "POST", Path: "/api/v1/vmm/vms/{name}/reset", Access: operator, Summary: "Hard-reset a VM", Handler: m.onNode(m.handleReset)},
 		{Method: "POST", Path: "/api/v1/vmm/vms/{name}/reboot", Access: operator, Summary: "Reboot a VM (ACPI shutdown, then start with its current definition)", Response: map[string]string{}, Status: http.StatusAccepted, Handler: m.onNode(m.handleReboot)},
+		{Method: "GET", Path: "/api/v1/vmm/stats", Access: viewer, Summary: "A node's use of CPU, memory, network and disks, and its VMs', every 2 s for the last 10 minutes", Query: append(node, apidoc.Param{Name: "since", Description: "RFC 3339: only samples after it"}), Response: Stats{}, Handler: m.onNamedNode(m.handleStats)},
+		{Method: "GET", Path: "/api/v1/vmm/metrics", Access: viewer, Summary: "A node's newest sample in Prometheus's text format", Query: node, Handler: m.onNamedNode(m.handleMetrics), Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/console/{kind}", Access: operator, Websocket: true, Summary: "A VM's console: serial (raw bytes) or vnc (RFB), as a websocket", Handler: m.onNode(m.handleConsole)},
+	}
+}
+
+// onNamedNode runs the handler on the node ?node= names (a name or
+// member ID; default: this one), forwarding the request there, once.
+func (m *Manager) onNamedNode(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		asked := r.URL.Query().Get("node")
+		m.mu.Lock()
+		view := m.view
+		m.mu.Unlock()
+		if asked == "" || asked == view.Self {
+			next(w, r)
+			return
+		}
+		for _, mem := range view.Members {
+			if mem.ID == asked || mem.Name == asked {
+				if mem.ID == view.Self {
+					next(w, r)
+				} else {
+					m.cfg.Dialer.Forward(w, r, mem.ID, mem.Name, mem.Addresses)
+				}
+				return
+			}
+		}
+		frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no node %q", asked))
 	}
 }
 

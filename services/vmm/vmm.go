@@ -25,6 +25,7 @@ import (
 	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 	"github.com/tandemhci/tandem/services/memberconn"
+	"github.com/tandemhci/tandem/services/metrics"
 	"github.com/tandemhci/tandem/services/nbd"
 	"github.com/tandemhci/tandem/services/qemu"
 )
@@ -88,6 +89,7 @@ type Manager struct {
 	fenceAfter time.Duration
 	starting   int        // QEMUs being started, covered by the lease
 	leaseMu    sync.Mutex // one lease write at a time
+	sampler    *metrics.Sampler
 }
 
 // New checks the configuration.
@@ -119,8 +121,10 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RestartWindow == 0 {
 		cfg.RestartWindow = 10 * time.Minute
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*instance{}, crashes: map[string][]time.Time{},
-		problems: map[string]string{}, ftWhy: map[string]string{}, ftTried: map[string]time.Time{}, ftOrphaned: map[string]orphan{}, history: newHistory(filepath.Join(cfg.StateDir, "history")), kick: make(chan struct{}, 1)}, nil
+	m := &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*instance{}, crashes: map[string][]time.Time{},
+		problems: map[string]string{}, ftWhy: map[string]string{}, ftTried: map[string]time.Time{}, ftOrphaned: map[string]orphan{}, history: newHistory(filepath.Join(cfg.StateDir, "history")), kick: make(chan struct{}, 1)}
+	m.sampler = m.newSampler()
+	return m, nil
 }
 
 // Run adopts the QEMUs already running, then reconciles until ctx ends.
@@ -141,6 +145,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	g.Go(func() error { return frontdoor.ServeSocket(gctx, l, m.Handler(), m.log) })
 	g.Go(func() error { m.follow(gctx); return nil })
 	g.Go(func() error { m.fenceLoop(gctx); return nil })
+	g.Go(func() error { return m.sampler.Run(gctx) })
 	err = g.Wait()
 	m.mu.Lock()
 	for _, in := range m.vms {
