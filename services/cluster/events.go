@@ -24,8 +24,8 @@ type EventMessage struct {
 	// index), change (a directory change: its index, command type and
 	// record), stats (a node's sample, every 2 s), pong (the answer to a ping), error (a message the server
 	// could not take; the stream goes on) or bye (the session ended).
-	Kind    string `json:"kind"`
-	Node    string `json:"node,omitempty"`
+	Kind string `json:"kind"`
+	Node string `json:"node,omitempty"`
 	// A stats message carries a node's sample (its fields beside kind).
 	*metrics.Sample
 	Index   uint64 `json:"index,omitempty"`

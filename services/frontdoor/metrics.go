@@ -69,4 +69,3 @@ func (b *bufferedResponse) WriteHeader(code int) {
 	}
 	b.status = code
 }
-
