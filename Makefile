@@ -13,7 +13,7 @@ export GOFLAGS := -buildvcs=false
 # Everything the image is built from: a change here rebuilds it for `make run`.
 IMAGE_INPUTS := $(shell find initramfs services board images web -type f \( -name '*.go' -o -name '*.yaml' \) -not -path 'images/out/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all deps check image run test clean witness
+.PHONY: all deps check image run test clean witness tandemctl
 
 all: check
 
@@ -42,6 +42,10 @@ run: deps $(OUT)/disk.img witness
 # The standalone witness for any Linux host: one static binary.
 witness:
 	CGO_ENABLED=0 go build -ldflags "-s -w -X github.com/tandemhci/tandem/services/cmd/tandem-witness.Version=$(VERSION)" -o $(OUT)/tandem-witness ./images/witness
+
+# The command line client for an administrator's machine: one static binary.
+tandemctl:
+	CGO_ENABLED=0 go build -ldflags "-s -w" -o $(OUT)/tandemctl ./images/tandemctl
 
 # The boot tests need the image: TANDEM_E2E=1 makes its absence a failure.
 test: check image

@@ -23,6 +23,7 @@ import (
 	storagecmd "github.com/tandemhci/tandem/services/cmd/tandem-storage"
 	vmmcmd "github.com/tandemhci/tandem/services/cmd/tandem-vmm"
 	witnesscmd "github.com/tandemhci/tandem/services/cmd/tandem-witness"
+	"github.com/tandemhci/tandem/services/cmd/tandemctl"
 )
 
 // commands maps each command name to its entry point.
@@ -35,6 +36,7 @@ func commands() map[string]func(args []string) int {
 		"tandem-storage":   storagecmd.Main,
 		"tandem-vmm":       vmmcmd.Main,
 		"supervisorctl":    supervisorctl.Main,
+		"tandemctl":        tandemctl.Main,
 	}
 }
 
