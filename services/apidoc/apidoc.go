@@ -48,10 +48,12 @@ type Route struct {
 	Request, Response any
 	Status            int
 	Query             []Param
-	// Websocket routes upgrade the connection; Task routes answer 202
-	// with a task to follow.
-	Websocket bool
-	Handler   http.HandlerFunc
+	// Websocket routes upgrade the connection. Idempotent routes (creates)
+	// take an Idempotency-Key header: the same key again answers with what
+	// the first request made.
+	Websocket  bool
+	Idempotent bool
+	Handler    http.HandlerFunc
 }
 
 // Pattern is the route's ServeMux pattern.
@@ -125,6 +127,10 @@ func Document(title, version string, routes []Route) map[string]any {
 				typ = "string"
 			}
 			params = append(params, map[string]any{"name": q.Name, "in": "query", "description": q.Description, "schema": map[string]any{"type": typ}})
+		}
+		if r.Idempotent {
+			params = append(params, map[string]any{"name": "Idempotency-Key", "in": "header", "description": "the same key (from the same user, within a day) answers with what its first request made",
+				"schema": map[string]any{"type": "string", "maxLength": 128}})
 		}
 		if params != nil {
 			op["parameters"] = params

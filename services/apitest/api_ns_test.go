@@ -423,6 +423,29 @@ func TestAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("idempotent creates", func(t *testing.T) {
+		body := []byte(`{"name": "idem-vol", "size_bytes": 1048576}`)
+		first := x.call("POST", "/api/v1/volumes", admin, body, "Idempotency-Key", "create-idem-vol-1")
+		again := x.call("POST", "/api/v1/volumes", admin, body, "Idempotency-Key", "create-idem-vol-1")
+		if first.status != 201 || again.status != 201 || again.header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("a create sent twice with its key: %v / %v", first, again)
+		}
+		if a := x.call("POST", "/api/v1/volumes", admin, body); a.status != http.StatusConflict {
+			t.Errorf("the same create without a key: %v", a)
+		}
+		if a := x.call("POST", "/api/v1/volumes", admin, body, "Idempotency-Key", "has space"); a.status != 400 {
+			t.Errorf("a key with a space: %v", a)
+		}
+		s := x.login(x.c.Admin, x.c.Password)
+		tok := []byte(`{"name": "idem"}`)
+		if a := x.call("POST", "/api/v1/tokens", s, tok, "Idempotency-Key", "tok-1"); a.status != 201 {
+			t.Errorf("a keyed token: %v", a)
+		}
+		if a := x.call("POST", "/api/v1/tokens", s, tok, "Idempotency-Key", "tok-1"); a.status != http.StatusConflict || !strings.Contains(a.String(), "shown once") {
+			t.Errorf("a keyed token again (its secret is gone): %v", a)
+		}
+	})
+
 	t.Run("paging", func(t *testing.T) {
 		a := x.call("GET", "/api/v1/users?limit=1", admin, nil)
 		var page []cluster.UserView

@@ -427,11 +427,16 @@ func (a *Agent) isMember(id pki.Identity) bool {
 // propose applies a command through raft on the leader and returns the
 // directory's answer.
 func (a *Agent) propose(t directory.Type, actor, from string, payload any) (directory.Result, error) {
+	return a.proposeKeyed(t, actor, from, "", payload)
+}
+
+// proposeKeyed is propose with a client's Idempotency-Key.
+func (a *Agent) proposeKeyed(t directory.Type, actor, from, key string, payload any) (directory.Result, error) {
 	r := a.r()
 	if r == nil {
 		return directory.Result{}, ErrNotInCluster
 	}
-	data, err := directory.Encode(t, directory.Envelope{Actor: actor, From: from, Time: time.Now().UTC()}, payload)
+	data, err := directory.Encode(t, directory.Envelope{Actor: actor, From: from, Key: key, Time: time.Now().UTC()}, payload)
 	if err != nil {
 		return directory.Result{}, fmt.Errorf("%w: %v", directory.ErrInvalid, err)
 	}

@@ -86,7 +86,7 @@ func (a *Agent) handleCreateAPIToken(w http.ResponseWriter, r *http.Request) {
 	if req.TTLDays > 0 {
 		t.Expires = time.Now().Add(time.Duration(req.TTLDays) * 24 * time.Hour).UTC()
 	}
-	if _, err := a.propose(directory.TypeAPITokenPut, actor(r), clientAddr(r), directory.APITokenPutPayload{Token: t}); err != nil {
+	if _, err := a.proposeCreate(r, directory.TypeAPITokenPut, directory.APITokenPutPayload{Token: t}); err != nil {
 		apiError(w, err)
 		return
 	}
@@ -111,4 +111,10 @@ func (a *Agent) handleRevokeAPIToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// tokenMadeBefore answers a replayed token create: the secret was shown
+// once and is not kept, so the retry learns only which token it was.
+func (a *Agent) tokenMadeBefore(id string) (any, error) {
+	return nil, fmt.Errorf("this Idempotency-Key made API token %s; its secret was shown once, in that answer (revoke it and make another if it was lost): %w", id, directory.ErrConflict)
 }

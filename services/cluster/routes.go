@@ -54,11 +54,11 @@ func (a *Agent) routes() []apidoc.Route {
 		// Users, and their API tokens.
 		{Method: "GET", Path: "/api/v1/users", Access: admin, Summary: "List users", Query: paged, Response: []UserView{}, Handler: a.read(a.handleUsers)},
 		{Method: "GET", Path: "/api/v1/users/{name}", Access: admin, Summary: "Get a user", Query: []P{stale}, Response: UserView{}, Handler: a.read(a.handleUser)},
-		{Method: "POST", Path: "/api/v1/users", Access: admin, Summary: "Create a user", Request: UserRequest{}, Response: UserView{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleCreateUser)},
+		{Method: "POST", Idempotent: true, Path: "/api/v1/users", Access: admin, Summary: "Create a user", Request: UserRequest{}, Response: UserView{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.idempotent(lookupIn(func(n string) (UserView, bool) { u, ok := a.Directory().User(n); return userView(u), ok }, "user"), a.handleCreateUser))},
 		{Method: "PATCH", Path: "/api/v1/users/{name}", Access: admin, Summary: "Change a user's role, password or disabled flag", Request: UserPatch{}, Response: UserView{}, Handler: a.leaderOnly(a.handleUpdateUser)},
 		{Method: "DELETE", Path: "/api/v1/users/{name}", Access: admin, Summary: "Delete a user (and their sessions and tokens)", Handler: a.leaderOnly(a.handleDeleteUser)},
 		{Method: "GET", Path: "/api/v1/tokens", Access: viewer, Summary: "List your API tokens (an admin: everyone's)", Query: paged, Response: []APITokenView{}, Handler: a.read(a.handleAPITokens)},
-		{Method: "POST", Path: "/api/v1/tokens", Access: viewer, Summary: "Create an API token (its secret is in this answer only)", Request: APITokenRequest{}, Response: APITokenView{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleCreateAPIToken)},
+		{Method: "POST", Idempotent: true, Path: "/api/v1/tokens", Access: viewer, Summary: "Create an API token (its secret is in this answer only)", Request: APITokenRequest{}, Response: APITokenView{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.idempotent(a.tokenMadeBefore, a.handleCreateAPIToken))},
 		{Method: "DELETE", Path: "/api/v1/tokens/{id}", Access: viewer, Summary: "Revoke an API token", Handler: a.leaderOnly(a.handleRevokeAPIToken)},
 
 		// The cluster.
@@ -87,13 +87,13 @@ func (a *Agent) routes() []apidoc.Route {
 		// storage service's and the VM manager's).
 		{Method: "GET", Path: "/api/v1/volumes", Access: viewer, Summary: "List volumes", Query: paged, Response: []directory.Volume{}, Handler: a.read(a.handleVolumes)},
 		{Method: "GET", Path: "/api/v1/volumes/{name}", Access: viewer, Summary: "Get a volume", Query: []P{stale}, Response: directory.Volume{}, Handler: a.read(a.handleVolume)},
-		{Method: "POST", Path: "/api/v1/volumes", Access: operator, Summary: "Create a volume (or clone one)", Request: VolumeRequest{}, Response: directory.Volume{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleCreateVolume)},
+		{Method: "POST", Idempotent: true, Path: "/api/v1/volumes", Access: operator, Summary: "Create a volume (or clone one)", Request: VolumeRequest{}, Response: directory.Volume{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.idempotent(lookupIn(func(n string) (directory.Volume, bool) { return a.Directory().Volume(n) }, "volume"), a.handleCreateVolume))},
 		{Method: "PATCH", Path: "/api/v1/volumes/{name}", Access: operator, Summary: "Grow a volume or change its description", Request: VolumeRequest{}, Response: directory.Volume{}, Handler: a.leaderOnly(a.handleUpdateVolume)},
 		{Method: "DELETE", Path: "/api/v1/volumes/{name}", Access: operator, Summary: "Delete a volume no VM uses", Handler: a.leaderOnly(a.handleDeleteVolume)},
 		{Method: "POST", Path: "/api/v1/volumes/{name}/primary", Access: operator, Summary: "Move a volume's primary role", Request: PrimaryRequest{}, Response: directory.Volume{}, Handler: a.leaderOnly(a.handleVolumePrimary)},
 		{Method: "GET", Path: "/api/v1/vms", Access: viewer, Summary: "List VM definitions", Query: paged, Response: []directory.VM{}, Handler: a.read(a.handleVMs)},
 		{Method: "GET", Path: "/api/v1/vms/{name}", Access: viewer, Summary: "Get a VM's definition", Query: []P{stale}, Response: directory.VM{}, Handler: a.read(a.handleVM)},
-		{Method: "POST", Path: "/api/v1/vms", Access: operator, Summary: "Create a VM", Request: VMRequest{}, Response: directory.VM{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleCreateVM)},
+		{Method: "POST", Idempotent: true, Path: "/api/v1/vms", Access: operator, Summary: "Create a VM", Request: VMRequest{}, Response: directory.VM{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.idempotent(lookupIn(func(n string) (directory.VM, bool) { return a.Directory().VM(n) }, "VM"), a.handleCreateVM))},
 		{Method: "PUT", Path: "/api/v1/vms/{name}", Access: operator, Summary: "Change a VM (FT and HA too)", Request: VMRequest{}, Response: directory.VM{}, Handler: a.leaderOnly(a.handleUpdateVM)},
 		{Method: "DELETE", Path: "/api/v1/vms/{name}", Access: operator, Summary: "Delete a VM (its volumes stay)", Handler: a.leaderOnly(a.handleDeleteVM)},
 		{Method: "POST", Path: "/api/v1/vms/{name}/start", Access: operator, Summary: "Start a VM", Request: StartRequest{}, Response: directory.VM{}, Handler: a.leaderOnly(a.handleStartVM)},

@@ -112,7 +112,7 @@ func (a *Agent) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := directory.User{Name: req.Name, Role: req.Role, PasswordHash: hash}
-	if _, err := a.propose(directory.TypeUserPut, actor(r), clientAddr(r), directory.UserPutPayload{Op: directory.OpCreate, User: u}); err != nil {
+	if _, err := a.proposeCreate(r, directory.TypeUserPut, directory.UserPutPayload{Op: directory.OpCreate, User: u}); err != nil {
 		apiError(w, userFieldError(err))
 		return
 	}

@@ -196,7 +196,7 @@ func (a *Agent) handleCreateVM(w http.ResponseWriter, r *http.Request) {
 		}
 		vm.Node, vm.Running = node, req.Start
 	}
-	if _, err := a.propose(directory.TypeVMPut, actor(r), clientAddr(r), directory.VMPutPayload{Op: directory.VMOp{Op: directory.OpCreate}, VM: vm}); err != nil {
+	if _, err := a.proposeCreate(r, directory.TypeVMPut, directory.VMPutPayload{Op: directory.VMOp{Op: directory.OpCreate}, VM: vm}); err != nil {
 		apiError(w, err)
 		return
 	}

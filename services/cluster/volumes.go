@@ -111,7 +111,7 @@ func (a *Agent) handleCreateVolume(w http.ResponseWriter, r *http.Request) {
 	}
 	v := directory.Volume{Name: req.Name, Description: req.Description, SizeBytes: req.SizeBytes, Primary: primary,
 		ID: randomHex(16), DataGeneration: randomGeneration(), CloneFrom: req.CloneFrom}
-	if _, err := a.propose(directory.TypeVolumePut, actor(r), clientAddr(r), directory.VolumePutPayload{Op: directory.OpCreate, Volume: v}); err != nil {
+	if _, err := a.proposeCreate(r, directory.TypeVolumePut, directory.VolumePutPayload{Op: directory.OpCreate, Volume: v}); err != nil {
 		apiError(w, err)
 		return
 	}

@@ -13,6 +13,9 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 	if env.V != 1 {
 		return nil, fmt.Errorf("%v: payload version %d: %w (this member knows version 1)", t, env.V, ErrInvalid)
 	}
+	if err := d.replayed(t, env); err != nil {
+		return nil, err
+	}
 	var target string
 	var err error
 	switch t {
@@ -85,6 +88,7 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", t, err)
 	}
+	d.remember(index, t, env, target)
 	return &Event{Type: t.String(), Target: target}, nil
 }
 

@@ -52,10 +52,12 @@ const (
 
 // Envelope is what every command carries besides its payload.
 type Envelope struct {
-	V       int             `json:"v"` // payload version
-	Actor   string          `json:"actor"`
-	From    string          `json:"from,omitempty"`
-	Time    time.Time       `json:"time"` // stamped by the proposer; apply never reads the clock
+	V     int       `json:"v"` // payload version
+	Actor string    `json:"actor"`
+	From  string    `json:"from,omitempty"`
+	Time  time.Time `json:"time"` // stamped by the proposer; apply never reads the clock
+	// Key is the client's Idempotency-Key of a create (idempotency.go).
+	Key     string          `json:"key,omitempty"`
 	Payload json.RawMessage `json:"payload"`
 }
 

@@ -51,9 +51,11 @@ type state struct {
 	Tokens    map[string]*JoinToken `json:"tokens"`
 	Sessions  map[string]*Session   `json:"sessions"`
 	APITokens map[string]*APIToken  `json:"api_tokens"`
-	Nonces    map[string]time.Time  `json:"nonces"` // used join nonces, until they expire
-	Audit     []AuditEntry          `json:"audit"`
-	Index     uint64                `json:"index"` // last applied raft index
+	// Idempotency: the keyed creates of the last day, by actor and key.
+	Idempotency map[string]IdempotentWrite `json:"idempotency"`
+	Nonces      map[string]time.Time       `json:"nonces"` // used join nonces, until they expire
+	Audit       []AuditEntry               `json:"audit"`
+	Index       uint64                     `json:"index"` // last applied raft index
 }
 
 func newState() *state {
@@ -75,6 +77,7 @@ func (s *state) fillNil() {
 	fill(&s.Tokens)
 	fill(&s.Sessions)
 	fill(&s.APITokens)
+	fill(&s.Idempotency)
 	fill(&s.Nonces)
 }
 
@@ -98,6 +101,7 @@ func (s *state) clone() *state {
 	c.Tokens = cloneMap(s.Tokens)
 	c.Sessions = cloneMap(s.Sessions)
 	c.APITokens = cloneMap(s.APITokens)
+	c.Idempotency = cloneMap(s.Idempotency)
 	c.Nonces = cloneMap(s.Nonces)
 	c.Audit = s.Audit[:len(s.Audit):len(s.Audit)] // appends copy; the prefix never changes
 	return &c
