@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/cluster/clustertest"
+	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/nstest"
 )
 
@@ -446,6 +447,52 @@ func TestAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("tasks", func(t *testing.T) {
+		wait := func(a answer, want string) directory.Task {
+			t.Helper()
+			loc := a.header.Get("Location")
+			if !strings.HasPrefix(loc, "/api/v1/tasks/") {
+				t.Fatalf("no task in the answer: %v %v", a, a.header)
+			}
+			var task directory.Task
+			nstest.WaitFor(t, 60*time.Second, "task "+loc+" "+want, func() bool {
+				x.must("GET", loc, admin, nil, &task, 200)
+				return task.State != directory.TaskRunning
+			})
+			if task.State != want {
+				t.Errorf("task %+v, want %s", task, want)
+			}
+			return task
+		}
+		// A node with no VM enters maintenance at once, and leaves it.
+		var h cluster.Health
+		x.must("GET", "/api/v1/cluster/health", admin, nil, &h, 200)
+		var nodeB string
+		for _, m := range h.Members {
+			if m.Name == "node-b" {
+				nodeB = m.ID
+			}
+		}
+		on := x.call("POST", "/api/v1/cluster/members/"+nodeB+"/maintenance", admin, []byte(`{"on": true}`))
+		if task := wait(on, directory.TaskDone); task.Kind != "node.maintenance" || task.User != "admin" {
+			t.Errorf("maintenance task %+v", task)
+		}
+		wait(x.call("POST", "/api/v1/cluster/members/"+nodeB+"/maintenance", admin, []byte(`{"on": false}`)), directory.TaskDone)
+		// A VM whose kernel is not there: its start fails, and says why.
+		x.must("POST", "/api/v1/vms", admin, map[string]any{"name": "no-kernel", "cpus": 1, "memory_mib": 64,
+			"boot": map[string]any{"kernel": "missing-vmlinux"}}, nil, http.StatusCreated)
+		task := wait(x.call("POST", "/api/v1/vms/no-kernel/start", admin, []byte(`{}`)), directory.TaskFailed)
+		if !strings.Contains(task.Message, "missing-vmlinux") {
+			t.Errorf("a failed start's task says %q", task.Message)
+		}
+		var list []directory.Task
+		x.must("GET", "/api/v1/tasks?state=failed", operator, nil, &list, 200)
+		if len(list) == 0 || list[0].ID != task.ID {
+			t.Errorf("failed tasks: %+v", list)
+		}
+		x.must("POST", "/api/v1/vms/no-kernel/stop", admin, map[string]any{"force": true}, nil, 200)
+	})
+
 	t.Run("paging", func(t *testing.T) {
 		a := x.call("GET", "/api/v1/users?limit=1", admin, nil)
 		var page []cluster.UserView
@@ -482,16 +529,26 @@ func TestAPI(t *testing.T) {
 		if m := next(); m.Kind != "hello" || m.Index == 0 {
 			t.Fatalf("first message %+v", m)
 		}
+		// The answers to what the console sends come between the
+		// stream's changes and samples.
+		reply := func() cluster.EventMessage {
+			t.Helper()
+			for {
+				if m := next(); m.Kind != "stats" && m.Kind != "change" {
+					return m
+				}
+			}
+		}
 		_ = ws.WriteMessage(websocket.TextMessage, []byte("{not json"))
-		if m := next(); m.Kind != "error" {
+		if m := reply(); m.Kind != "error" {
 			t.Errorf("after garbage: %+v", m)
 		}
 		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"kind":"subscribe"}`))
-		if m := next(); m.Kind != "error" {
+		if m := reply(); m.Kind != "error" {
 			t.Errorf("after an unknown kind: %+v", m)
 		}
 		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"kind":"ping"}`))
-		if m := next(); m.Kind != "pong" {
+		if m := reply(); m.Kind != "pong" {
 			t.Errorf("after a ping: %+v", m)
 		}
 		// Every node's samples come on the same stream.

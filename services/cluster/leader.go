@@ -82,6 +82,7 @@ func (a *Agent) leaderLoop(ctx context.Context, r *raft.Raft) {
 		return
 	}
 	a.leaderReady.Store(true)
+	go a.watchTasks(ctx)
 	term := r.CurrentTerm()
 	leaderSince := time.Now()
 

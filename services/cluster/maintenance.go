@@ -50,6 +50,8 @@ func (a *Agent) handleMaintenance(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	want := map[bool]string{true: "on", false: "off"}[req.On]
+	a.startTask(w, r, "node.maintenance", id, want, "maintenance "+want)
 	m, _ := a.Directory().Member(id)
 	frontdoor.WriteJSON(w, http.StatusOK, m)
 }

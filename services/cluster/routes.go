@@ -49,6 +49,8 @@ func (a *Agent) routes() []apidoc.Route {
 		{Method: "DELETE", Path: "/api/v1/session", Access: viewer, Summary: "Log out (ends the session everywhere)", Handler: a.leaderOnly(a.handleLogout)},
 		{Method: "PUT", Path: "/api/v1/session/password", Access: viewer, Summary: "Change your own password (ends your sessions)", Request: PasswordChange{}, Handler: a.leaderOnly(a.handleChangePassword)},
 		{Method: "GET", Path: "/api/v1/events", Access: viewer, Websocket: true, Summary: "Websocket of changes as they happen (EventMessage)", Response: EventMessage{}, Handler: a.handleEvents},
+		{Method: "GET", Path: "/api/v1/tasks", Access: viewer, Summary: "Long operations (start, stop, migrate, FT, maintenance) and how they go, newest first", Query: append([]P{{Name: "state", Description: "running, done or failed"}}, paged...), Response: []directory.Task{}, Handler: a.read(a.handleTasks)},
+		{Method: "GET", Path: "/api/v1/tasks/{id}", Access: viewer, Summary: "A long operation and how it goes", Query: []P{stale}, Response: directory.Task{}, Handler: a.read(a.handleTask)},
 		{Method: "GET", Path: "/api/v1/activity", Access: viewer, Summary: "The latest audit lines, newest first", Query: []P{{Name: "limit", Type: "integer", Description: "1-200, default 50"}, stale}, Response: []directory.AuditEntry{}, Handler: a.read(a.handleActivity)},
 
 		// Users, and their API tokens.

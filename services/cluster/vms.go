@@ -237,7 +237,11 @@ func (a *Agent) handleUpdateVM(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.putVMAndAnswer(w, r, vm, old.Generation, req.ExpectedGeneration, http.StatusOK)
+	var task *taskSpec
+	if vm.FT && !old.FT && vm.Running {
+		task = &taskSpec{kind: "vm.ft", message: "starting the secondary on the other node"}
+	}
+	a.putVMAndAnswer(w, r, vm, old.Generation, req.ExpectedGeneration, http.StatusOK, task)
 }
 
 func (a *Agent) putVM(r *http.Request, vm directory.VM, current, expected int64) error {
@@ -249,12 +253,20 @@ func (a *Agent) putVM(r *http.Request, vm directory.VM, current, expected int64)
 	return err
 }
 
+// taskSpec is the task a change starts: its kind, what done means, and
+// its first message.
+type taskSpec struct{ kind, want, message string }
+
 // putVMAndAnswer records a VM's new definition, unless it changed since
-// expected (current when 0), and answers it as committed with code.
-func (a *Agent) putVMAndAnswer(w http.ResponseWriter, r *http.Request, vm directory.VM, current, expected int64, code int) {
+// expected (current when 0), starts the task it asks for (if any), and
+// answers it as committed with code.
+func (a *Agent) putVMAndAnswer(w http.ResponseWriter, r *http.Request, vm directory.VM, current, expected int64, code int, task *taskSpec) {
 	if err := a.putVM(r, vm, current, expected); err != nil {
 		apiError(w, err)
 		return
+	}
+	if task != nil {
+		a.startTask(w, r, task.kind, vm.Name, task.want, task.message)
 	}
 	vm, _ = a.Directory().VM(vm.Name)
 	frontdoor.WriteJSON(w, code, vm)
@@ -317,7 +329,7 @@ func (a *Agent) handleStartVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.Node, vm.Running, vm.StopForce = node, true, false
-	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK, &taskSpec{kind: "vm.start", want: node, message: "starting"})
 }
 
 // StopRequest stops a VM: an ACPI shutdown (with the VM manager's
@@ -340,7 +352,7 @@ func (a *Agent) handleStopVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.Running, vm.StopForce, vm.MigrateTo = false, req.Force, ""
-	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusOK, &taskSpec{kind: "vm.stop", message: "shutting down"})
 }
 
 // MigrateRequest moves a running VM to another node, live.
@@ -395,7 +407,7 @@ func (a *Agent) handleMigrateVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vm.MigrateTo = target
-	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusAccepted)
+	a.putVMAndAnswer(w, r, vm, vm.Generation, 0, http.StatusAccepted, &taskSpec{kind: "vm.migrate", want: target, message: "migrating to " + a.memberName(target)})
 }
 
 // admitHA checks vSphere-style failover capacity before an HA VM starts

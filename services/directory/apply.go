@@ -79,6 +79,8 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyAPITokenPut(index, env))
 	case TypeAPITokenDel:
 		target, err = withPayload(env, d.applyAPITokenDelete(index, env))
+	case TypeTaskPut:
+		target, err = withPayload(env, d.applyTaskPut(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command

@@ -48,6 +48,7 @@ const (
 	TypeSessionDelete Type = 28 // a logout, or a session ended
 	TypeAPITokenPut   Type = 29 // a new API token
 	TypeAPITokenDel   Type = 30 // an API token revoked
+	TypeTaskPut       Type = 31 // a long operation starts, progresses or ends
 )
 
 // Envelope is what every command carries besides its payload.
@@ -197,7 +198,7 @@ func (t Type) String() string {
 		TypeTokenDelete: "token.delete", TypeAudit: "audit", TypeIPOwner: "cluster-ip.owner", TypeForced: "forced",
 		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
 		TypeVolumeCloned: "volume.cloned", TypeVMFT: "vm.ft", TypeSessionPut: "session.put", TypeSessionDelete: "session.delete",
-		TypeAPITokenPut: "api-token.put", TypeAPITokenDel: "api-token.delete",
+		TypeAPITokenPut: "api-token.put", TypeAPITokenDel: "api-token.delete", TypeTaskPut: "task.put",
 	}
 	if n, ok := names[t]; ok {
 		return n

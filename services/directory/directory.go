@@ -51,6 +51,7 @@ type state struct {
 	Tokens    map[string]*JoinToken `json:"tokens"`
 	Sessions  map[string]*Session   `json:"sessions"`
 	APITokens map[string]*APIToken  `json:"api_tokens"`
+	Tasks     map[string]*Task      `json:"tasks"`
 	// Idempotency: the keyed creates of the last day, by actor and key.
 	Idempotency map[string]IdempotentWrite `json:"idempotency"`
 	Nonces      map[string]time.Time       `json:"nonces"` // used join nonces, until they expire
@@ -78,6 +79,7 @@ func (s *state) fillNil() {
 	fill(&s.Sessions)
 	fill(&s.APITokens)
 	fill(&s.Idempotency)
+	fill(&s.Tasks)
 	fill(&s.Nonces)
 }
 
@@ -102,6 +104,7 @@ func (s *state) clone() *state {
 	c.Sessions = cloneMap(s.Sessions)
 	c.APITokens = cloneMap(s.APITokens)
 	c.Idempotency = cloneMap(s.Idempotency)
+	c.Tasks = cloneMap(s.Tasks)
 	c.Nonces = cloneMap(s.Nonces)
 	c.Audit = s.Audit[:len(s.Audit):len(s.Audit)] // appends copy; the prefix never changes
 	return &c
