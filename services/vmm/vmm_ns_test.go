@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,102 +33,10 @@ import (
 
 const guestIP = clustertest.Subnet + "200"
 
-var (
-	guestOnce sync.Once
-	guestDir  string
-	guestErr  error
-)
+// testGuest and tandemQEMU are built once per machine (clustertest).
+func testGuest(t *testing.T) string { return clustertest.TestGuest(t) }
 
-// testGuest builds the test guest once per test binary.
-func testGuest(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (make deps)")
-	}
-	guestOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			guestErr = err
-			return
-		}
-		// One folder per checkout (one per process would leave a guest
-		// behind on every run): built beside it, its files renamed into
-		// it, so a QEMU of another test process keeps the files it has.
-		base, err := clustertest.BuildDir(root)
-		if err != nil {
-			guestErr = err
-			return
-		}
-		guestDir = filepath.Join(base, "testguest")
-		if guestErr = os.MkdirAll(guestDir, 0o700); guestErr != nil {
-			return
-		}
-		tmp := filepath.Join(base, fmt.Sprintf("testguest.%d", os.Getpid()))
-		defer os.RemoveAll(tmp)
-		cmd := exec.Command("go", "run", "./images/mkimage", "-testguest", tmp)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestErr = fmt.Errorf("build the test guest: %v\n%s", err, out)
-			return
-		}
-		entries, err := os.ReadDir(tmp)
-		if err != nil {
-			guestErr = err
-			return
-		}
-		for _, e := range entries {
-			if guestErr = os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(guestDir, e.Name())); guestErr != nil {
-				return
-			}
-		}
-	})
-	if guestErr != nil {
-		t.Fatal(guestErr)
-	}
-	return guestDir
-}
-
-var (
-	qemuOnce sync.Once
-	qemuBin  string
-	qemuErr  error
-)
-
-// tandemQEMU is Tandem's own QEMU build (scripts/qemu/build: built once
-// per machine, then cached), which the image ships: COLO under TCG needs
-// its fixes.
-func tandemQEMU(t *testing.T) string {
-	t.Helper()
-	qemuOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			qemuErr = err
-			return
-		}
-		cmd := exec.Command("scripts/qemu/build")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			qemuErr = fmt.Errorf("build Tandem's QEMU: %v\n%s", err, tail(string(out)))
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		qemuBin = filepath.Join(lines[len(lines)-1], "bin", "qemu-system-x86_64")
-	})
-	if qemuErr != nil {
-		t.Fatal(qemuErr)
-	}
-	return qemuBin
-}
-
-// moduleRoot is the repository's top folder.
-func moduleRoot() (string, error) {
-	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Dir(strings.TrimSpace(string(mod))), nil
-}
+func tandemQEMU(t *testing.T) string { return clustertest.TandemQEMU(t) }
 
 type env struct {
 	t *testing.T
