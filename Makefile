@@ -11,7 +11,8 @@ OUT     := images/out
 export GOFLAGS := -buildvcs=false
 
 # Everything the image is built from: a change here rebuilds it for `make run`.
-IMAGE_INPUTS := $(shell find initramfs services board images web -type f \( -name '*.go' -o -name '*.yaml' \) -not -path 'images/out/*' 2>/dev/null) go.mod go.sum
+IMAGE_INPUTS := $(shell find initramfs services board images web -type f \( -name '*.go' -o -name '*.yaml' \) -not -path 'images/out/*' 2>/dev/null) \
+	$(shell find web/console -type f 2>/dev/null) go.mod go.sum
 
 .PHONY: all deps check image run test clean witness tandemctl
 
