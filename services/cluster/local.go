@@ -289,3 +289,12 @@ func (a *Agent) vmMovedBy(member string, p VMMoved) error {
 	_, _ = a.propose(directory.TypeAudit, "member:"+member, "", directory.AuditPayload{Action: "vm.migrate", Target: p.Name, Result: result, Detail: detail})
 	return nil
 }
+
+// Peers are the view's members, for memberconn.Dialer.OnNamed.
+func (v LocalView) Peers() []memberconn.Peer {
+	peers := make([]memberconn.Peer, 0, len(v.Members))
+	for _, m := range v.Members {
+		peers = append(peers, memberconn.Peer{ID: m.ID, Name: m.Name, Addresses: m.Addresses})
+	}
+	return peers
+}

@@ -73,6 +73,8 @@ func (a *Agent) routes() []apidoc.Route {
 			Token   string `json:"token"`
 			Expires string `json:"expires"`
 		}{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleNewToken)},
+		{Method: "GET", Path: "/api/v1/cluster/members", Access: viewer, Summary: "The cluster's members: addresses, inventory, maintenance", Query: []P{stale}, Response: []directory.Member{}, Handler: a.read(a.handleMembers)},
+		{Method: "GET", Path: "/api/v1/cluster/members/{id}/health", Access: viewer, Summary: "A member's own health: its services and their restarts (its /api/v1/health)", Response: frontdoorHealth{}, Handler: a.handleMemberHealth},
 		{Method: "DELETE", Path: "/api/v1/cluster/members/{id}", Access: admin, Summary: "Remove a member", Response: directory.Member{}, Handler: a.leaderOnly(a.handleRemoveMember)},
 		{Method: "POST", Path: "/api/v1/cluster/force-single", Access: admin, Summary: "Make this node go on alone when the other node and the witness are lost", Request: ForceRequest{}, Response: Status{}, Handler: a.handleForceSingle},
 		{Method: "POST", Path: "/api/v1/cluster/members/{id}/maintenance", Access: operator, Summary: "Put a node into maintenance, or take it out", Request: MaintenanceRequest{}, Response: directory.Member{}, Handler: a.leaderOnly(a.handleMaintenance)},

@@ -28,6 +28,9 @@ type SessionInfo struct {
 	Via       string         `json:"via"`                  // session, token or password
 	CSRFToken string         `json:"csrf_token,omitempty"` // for a session: send it in X-Tandem-CSRF
 	Expires   time.Time      `json:"expires,omitzero"`
+	// ClusterName is the cluster's name setting, for the console's
+	// header (the settings are for admins).
+	ClusterName string `json:"cluster_name,omitempty"`
 }
 
 // randomString returns n random bytes, base64url.
@@ -75,14 +78,15 @@ func (a *Agent) handleLogin(w http.ResponseWriter, r *http.Request) {
 		Name: SessionCookie, Value: s.ID + "." + secret, Path: "/", MaxAge: int(sessionTTL.Seconds()),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	})
-	frontdoor.WriteJSON(w, http.StatusCreated, SessionInfo{User: p.User, Role: p.Role, Via: "session", CSRFToken: s.CSRF, Expires: s.Expires})
+	frontdoor.WriteJSON(w, http.StatusCreated, SessionInfo{User: p.User, Role: p.Role, Via: "session", CSRFToken: s.CSRF, Expires: s.Expires,
+		ClusterName: a.Directory().Settings()["cluster.name"]})
 }
 
 // handleSession tells who the request is for: after a reload, the page
 // learns its CSRF token here.
 func (a *Agent) handleSession(w http.ResponseWriter, r *http.Request) {
 	p := requestPrincipal(r)
-	info := SessionInfo{User: p.User, Role: p.Role, Via: p.Via}
+	info := SessionInfo{User: p.User, Role: p.Role, Via: p.Via, ClusterName: a.Directory().Settings()["cluster.name"]}
 	if p.Via == "session" {
 		s, _ := a.Directory().Session(p.Session)
 		info.CSRFToken, info.Expires = s.CSRF, s.Expires

@@ -271,3 +271,31 @@ func (l *rateLimit) allow() bool {
 	l.tokens--
 	return true
 }
+
+func (a *Agent) handleMembers(w http.ResponseWriter, r *http.Request) {
+	frontdoor.WriteJSON(w, http.StatusOK, a.Directory().Members())
+}
+
+// frontdoorHealth is a node's /api/v1/health answer.
+type frontdoorHealth = frontdoor.Health
+
+// handleMemberHealth asks a member's front door for its health (what its
+// supervisor says of its services), so that a console reached through
+// the cluster IP sees every node's.
+func (a *Agent) handleMemberHealth(w http.ResponseWriter, r *http.Request) {
+	id, err := a.nodeID(r.PathValue("id"))
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	m, _ := a.Directory().Member(id)
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	var h frontdoor.Health
+	if err := a.memberCall(ctx, m, http.MethodGet, "/api/v1/health", nil, &h); err != nil {
+		w.Header().Set("Retry-After", "1")
+		frontdoor.WriteError(w, http.StatusBadGateway, "member_unreachable", fmt.Sprintf("%s did not answer: %v", m.Name, err))
+		return
+	}
+	frontdoor.WriteJSON(w, http.StatusOK, h)
+}

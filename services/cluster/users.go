@@ -146,6 +146,10 @@ func (a *Agent) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		u.Role = *req.Role
 	}
 	if req.Disabled != nil {
+		if *req.Disabled && u.Name == requestPrincipal(r).User {
+			apiError(w, fmt.Errorf("you cannot disable yourself (another admin can): %w", directory.ErrConflict))
+			return
+		}
 		u.Disabled = *req.Disabled
 	}
 	if req.Password != nil {
@@ -170,6 +174,10 @@ func (a *Agent) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if name == requestPrincipal(r).User {
+		apiError(w, fmt.Errorf("you cannot delete yourself (another admin can): %w", directory.ErrConflict))
+		return
+	}
 	if _, err := a.propose(directory.TypeUserDelete, actor(r), clientAddr(r), directory.NamePayload{Name: name}); err != nil {
 		apiError(w, err)
 		return

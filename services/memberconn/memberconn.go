@@ -197,3 +197,35 @@ func (d *Dialer) Forward(w http.ResponseWriter, r *http.Request, id, name string
 	w.Header().Set("X-Tandem-Served-By", id)
 	rp.ServeHTTP(w, r)
 }
+
+// Peer is a member a request may be forwarded to.
+type Peer struct {
+	ID, Name  string
+	Addresses []string
+}
+
+// OnNamed runs next on the member the request's ?node= names (a name or
+// member ID; default: this one), forwarding the request there, once.
+// members tells this member's ID and every member.
+func (d *Dialer) OnNamed(members func() (self string, all []Peer), next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		asked := r.URL.Query().Get("node")
+		self, all := members()
+		if asked == "" || asked == self {
+			next(w, r)
+			return
+		}
+		for _, m := range all {
+			if m.ID != asked && m.Name != asked {
+				continue
+			}
+			if m.ID == self {
+				next(w, r)
+			} else {
+				d.Forward(w, r, m.ID, m.Name, m.Addresses)
+			}
+			return
+		}
+		frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no node %q", asked))
+	}
+}

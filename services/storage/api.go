@@ -48,14 +48,15 @@ func APIRoutes() []apidoc.Route {
 func (s *Service) routes() []apidoc.Route {
 	viewer, operator := apidoc.Viewer, apidoc.Operator
 	format := []apidoc.Param{{Name: "format", Description: "raw or qcow2"}}
+	node := []apidoc.Param{{Name: "node", Description: "the node (name or member ID) to ask, if not this one"}}
 	return []apidoc.Route{
-		{Method: "GET", Path: "/api/v1/storage/volumes", Access: viewer, Summary: "This node's copies, their sync state and resync progress", Response: []VolumeStatus{}, Handler: s.handleList},
+		{Method: "GET", Path: "/api/v1/storage/volumes", Access: viewer, Summary: "A node's copies (this one's, or ?node='s), their sync state and resync progress", Query: node, Response: []VolumeStatus{}, Handler: s.onNamedNode(s.handleList)},
 		{Method: "GET", Path: "/api/v1/storage/volumes/{name}", Access: viewer, Summary: "A volume's primary copy", Response: VolumeStatus{}, Handler: s.onPrimary(s.handleStatus)},
 		{Method: "POST", Path: "/api/v1/storage/volumes/{name}/verify", Access: operator, Summary: "Compare both copies block by block", Response: replica.VerifyReport{}, Handler: s.onPrimary(s.handleVerify)},
 		{Method: "PUT", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Write a disk image (raw or qcow2 body) into a volume", Query: format, Handler: s.onPrimary(s.handleImport), Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/storage/volumes/{name}/image", Access: operator, Summary: "Read a volume as a disk image", Query: format, Handler: s.onPrimary(s.handleExport), Status: http.StatusOK},
 		{Method: "GET", Path: "/api/v1/storage/metrics", Access: viewer, Summary: "This node's copies in Prometheus's text format", Handler: s.handleMetrics, Status: http.StatusOK},
-		{Method: "GET", Path: "/api/v1/storage/disks", Access: viewer, Summary: "This node's disks: health and latency", Response: DisksReport{}, Handler: s.handleDisks},
+		{Method: "GET", Path: "/api/v1/storage/disks", Access: viewer, Summary: "A node's disks (this one's, or ?node='s): health and latency", Query: node, Response: DisksReport{}, Handler: s.onNamedNode(s.handleDisks)},
 	}
 }
 
@@ -91,6 +92,16 @@ func (s *Service) serveReplication(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Info("replication stream from the primary ended", "volume", name, "err", err)
 	}
+}
+
+// onNamedNode runs the handler on the node ?node= names (default: this
+// one), forwarding the request there.
+func (s *Service) onNamedNode(next http.HandlerFunc) http.HandlerFunc {
+	return s.cfg.Dialer.OnNamed(func() (string, []memberconn.Peer) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.view.Self, s.view.Peers()
+	}, next)
 }
 
 // onPrimary runs the handler where the volume is primary: a request that

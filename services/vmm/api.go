@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhci/tandem/services/apidoc"
 	"github.com/tandemhci/tandem/services/cluster"
 	"github.com/tandemhci/tandem/services/frontdoor"
+	"github.com/tandemhci/tandem/services/memberconn"
 )
 
 // VMStatus is a VM's state on this node.
@@ -75,7 +76,7 @@ func (m *Manager) routes() []apidoc.Route {
 	viewer, operator := apidoc.Viewer, apidoc.Operator
 	node := []apidoc.Param{{Name: "node", Description: "the node (name or member ID) to ask, if not the VM's"}}
 	return []apidoc.Route{
-		{Method: "GET", Path: "/api/v1/vmm/vms", Access: viewer, Summary: "The VMs this node runs, as they run", Response: []VMStatus{}, Handler: m.handleList},
+		{Method: "GET", Path: "/api/v1/vmm/vms", Access: viewer, Summary: "The VMs a node runs (this one, or ?node=), as they run", Query: node, Response: []VMStatus{}, Handler: m.onNamedNode(m.handleList)},
 		{Method: "GET", Path: "/api/v1/vmm/vms/{name}", Access: viewer, Summary: "A VM as it runs", Query: node, Response: VMStatus{}, Handler: m.onNode(m.handleStatus)},
 		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/history", Access: viewer, Summary: "A VM's events on its node", Query: node, Response: []Event{}, Handler: m.onNode(m.handleHistory)},
 		{Method: "GET", Path: "/api/v1/vmm/vms/{name}/serial.log", Access: viewer, Summary: "The end of a VM's serial output (text)", Query: node, Handler: m.onNode(m.handleSerialLog), Status: http.StatusOK},
@@ -87,30 +88,14 @@ func (m *Manager) routes() []apidoc.Route {
 	}
 }
 
-// onNamedNode runs the handler on the node ?node= names (a name or
-// member ID; default: this one), forwarding the request there, once.
+// onNamedNode runs the handler on the node ?node= names (default: this
+// one), forwarding the request there.
 func (m *Manager) onNamedNode(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		asked := r.URL.Query().Get("node")
+	return m.cfg.Dialer.OnNamed(func() (string, []memberconn.Peer) {
 		m.mu.Lock()
-		view := m.view
-		m.mu.Unlock()
-		if asked == "" || asked == view.Self {
-			next(w, r)
-			return
-		}
-		for _, mem := range view.Members {
-			if mem.ID == asked || mem.Name == asked {
-				if mem.ID == view.Self {
-					next(w, r)
-				} else {
-					m.cfg.Dialer.Forward(w, r, mem.ID, mem.Name, mem.Addresses)
-				}
-				return
-			}
-		}
-		frontdoor.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no node %q", asked))
-	}
+		defer m.mu.Unlock()
+		return m.view.Self, m.view.Peers()
+	}, next)
 }
 
 // onNode runs the handler on the node the directory places the VM on,

@@ -19,7 +19,7 @@ export default function nodes(ctx) {
   // counts only if it comes from that node.
   async function nodeHealth(m) {
     try {
-      const res = await api.get(`/api/v1/health?node=${enc(m.id)}`);
+      const res = await api.get(`/api/v1/cluster/members/${enc(m.id)}/health`);
       return res && res.node === m.name ? res : null;
     } catch {
       return null;
