@@ -15,6 +15,9 @@ packages=(
 	iproute2 iputils-ping nftables dnsmasq-base
 	# the storage benchmark's client (fio with its nbd engine)
 	fio
+	# the web console's browser tests: Debian's chromium, and a font with
+	# the Chinese characters of the console's translation
+	chromium fonts-wqy-microhei
 	# fetching Go when it is missing
 	ca-certificates curl unzip
 )
@@ -51,3 +54,13 @@ if [ -z "$have" ] || ! newer "$have" "$want"; then
 	rm -rf "$tmp"
 fi
 go version
+
+# The browser tests' driver, playwright-core, pinned in web/e2e's lock
+# file; it needs Node.js 20 or later (the machine's own, with its npm).
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+	echo "deps: Node.js 20 or later is needed for the browser tests (found: $(node --version 2>/dev/null || echo none))" >&2
+	exit 1
+fi
+if [ ! -f web/e2e/node_modules/playwright-core/package.json ]; then
+	(cd web/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
