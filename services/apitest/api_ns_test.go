@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -491,6 +492,34 @@ func TestAPI(t *testing.T) {
 			t.Errorf("failed tasks: %+v", list)
 		}
 		x.must("POST", "/api/v1/vms/no-kernel/stop", admin, map[string]any{"force": true}, nil, 200)
+	})
+
+	t.Run("certificate names the cluster IP", func(t *testing.T) {
+		// A browser that trusts the cluster's CA checks the console at the
+		// cluster IP, and at each node's address, without a warning.
+		var caPEM []byte
+		a := x.call("GET", "/api/v1/cluster/ca", anonymous, nil)
+		caPEM = a.body
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			t.Fatalf("the CA: %v", a)
+		}
+		for _, host := range []string{clustertest.ClusterIP, x.c.A.IP, x.c.B.IP} {
+			var err error
+			nstest.WaitFor(t, 10*time.Second, "a certificate for "+host, func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				raw, derr := x.c.ClientNS.DialContext(ctx, "tcp", host+":443")
+				if derr != nil {
+					err = derr
+					return false
+				}
+				conn := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: host})
+				defer conn.Close()
+				err = conn.HandshakeContext(ctx)
+				return err == nil
+			})
+		}
 	})
 
 	t.Run("paging", func(t *testing.T) {

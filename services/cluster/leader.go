@@ -440,6 +440,9 @@ func (a *Agent) housekeeping(ctx context.Context) {
 		if a.ip != nil && r.State() != raft.Leader {
 			a.ip.ensureReleased(a.clusterIPSetting())
 		}
+		if err := a.renameCertificate(); err != nil {
+			a.log.Warn("member certificate not renamed", "err", err)
+		}
 		// Publish this member's addresses and inventory when they change.
 		upd := directory.MemberUpdatePayload{ID: a.id.ID, Addresses: a.addresses()}
 		if a.cfg.Inventory != nil {

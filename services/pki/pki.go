@@ -141,14 +141,21 @@ func NewKeyAndCSR(id Identity, name string) (*ecdsa.PrivateKey, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	csr, err := CSRFor(key, id, name)
+	return key, csr, err
+}
+
+// CSRFor makes a signing request for a key the member has already: a
+// certificate issued again, with other names.
+func CSRFor(key *ecdsa.PrivateKey, id Identity, name string) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: name},
 		URIs:    []*url.URL{id.URI()},
 	}, key)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return key, pemBlock("CERTIFICATE REQUEST", der), nil
+	return pemBlock("CERTIFICATE REQUEST", der), nil
 }
 
 // Sign issues a member certificate for a CSR. The identity is the one the
