@@ -199,14 +199,10 @@ func (l *LocalClient) VMMoved(ctx context.Context, p VMMoved) error {
 // Guard wraps a route of a node service in the check its Access asks
 // for: a user of that role, through the cluster agent.
 func (l *LocalClient) Guard(r apidoc.Route) http.HandlerFunc {
-	switch r.Access {
-	case apidoc.Viewer:
-		return l.RequireUser(directory.RoleViewer, r.Handler)
-	case apidoc.Operator:
-		return l.RequireUser(directory.RoleOperator, r.Handler)
-	case apidoc.Admin:
-		return l.RequireUser(directory.RoleAdmin, r.Handler)
-	case apidoc.Public:
+	if role, ok := userRole(r.Access); ok {
+		return l.RequireUser(role, r.Handler)
+	}
+	if r.Access == apidoc.Public {
 		return r.Handler
 	}
 	// Members and local callers have their own ways in (Upgrade
@@ -214,4 +210,17 @@ func (l *LocalClient) Guard(r apidoc.Route) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		frontdoor.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	}
+}
+
+// userRole is the user role an access level asks for, if it is one.
+func userRole(a apidoc.Access) (directory.Role, bool) {
+	switch a {
+	case apidoc.Viewer:
+		return directory.RoleViewer, true
+	case apidoc.Operator:
+		return directory.RoleOperator, true
+	case apidoc.Admin:
+		return directory.RoleAdmin, true
+	}
+	return "", false
 }

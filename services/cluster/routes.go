@@ -129,13 +129,10 @@ func (a *Agent) routes() []apidoc.Route {
 
 // guard wraps a route's handler in the check its Access asks for.
 func (a *Agent) guard(r apidoc.Route) http.HandlerFunc {
+	if role, ok := userRole(r.Access); ok {
+		return a.user(role, r.Handler)
+	}
 	switch r.Access {
-	case apidoc.Viewer:
-		return a.user(directory.RoleViewer, r.Handler)
-	case apidoc.Operator:
-		return a.user(directory.RoleOperator, r.Handler)
-	case apidoc.Admin:
-		return a.user(directory.RoleAdmin, r.Handler)
 	case apidoc.Member:
 		return a.member(r.Handler)
 	case apidoc.Local:

@@ -57,9 +57,13 @@ func checkPassword(field, p string) error {
 	return nil
 }
 
-// hashPassword hashes within the argon2id slots, so a burst of user
-// changes cannot take gigabytes.
-func (a *Agent) hashPassword(p string) (string, error) {
+// newPasswordHash checks a new password (in field) against the policy
+// and hashes it, within the argon2id slots, so a burst of user changes
+// cannot take gigabytes.
+func (a *Agent) newPasswordHash(field, p string) (string, error) {
+	if err := checkPassword(field, p); err != nil {
+		return "", err
+	}
 	a.auth.slots <- struct{}{}
 	defer func() { <-a.auth.slots }()
 	return passwd.Hash(p, passwd.Default())
@@ -92,10 +96,6 @@ func (a *Agent) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fieldError("role", "want admin, operator or viewer"))
 		return
 	}
-	if err := checkPassword("password", req.Password); err != nil {
-		apiError(w, err)
-		return
-	}
 	if old, ok := a.Directory().User(req.Name); ok {
 		// The same create again (a retried request) is answered as
 		// the first was; a different one is a conflict.
@@ -106,7 +106,7 @@ func (a *Agent) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fmt.Errorf("user %s: %w", req.Name, directory.ErrExists))
 		return
 	}
-	hash, err := a.hashPassword(req.Password)
+	hash, err := a.newPasswordHash("password", req.Password)
 	if err != nil {
 		apiError(w, err)
 		return
@@ -153,11 +153,7 @@ func (a *Agent) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		u.Disabled = *req.Disabled
 	}
 	if req.Password != nil {
-		if err := checkPassword("password", *req.Password); err != nil {
-			apiError(w, err)
-			return
-		}
-		hash, err := a.hashPassword(*req.Password)
+		hash, err := a.newPasswordHash("password", *req.Password)
 		if err != nil {
 			apiError(w, err)
 			return
@@ -203,12 +199,8 @@ func (a *Agent) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fieldError("current", "not the current password"))
 		return
 	}
-	if err := checkPassword("new", req.New); err != nil {
-		apiError(w, err)
-		return
-	}
 	u, _ := a.Directory().User(p.User)
-	hash, err := a.hashPassword(req.New)
+	hash, err := a.newPasswordHash("new", req.New)
 	if err != nil {
 		apiError(w, err)
 		return

@@ -134,13 +134,7 @@ func (e *env) login(args []string) error {
 	if err := e.readConfig(); err != nil {
 		return err
 	}
-	server := e.server
-	if server == "" {
-		server = e.getenv("TANDEM_SERVER")
-	}
-	if server == "" {
-		server = e.cfg.Server
-	}
+	server := e.serverAddr()
 	if server == "" {
 		return usageError("login: which cluster? -s https://HOST")
 	}

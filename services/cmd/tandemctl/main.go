@@ -114,13 +114,7 @@ func (e *env) load() error {
 	if err := e.readConfig(); err != nil {
 		return err
 	}
-	server := e.server
-	if server == "" {
-		server = e.getenv("TANDEM_SERVER")
-	}
-	if server == "" {
-		server = e.cfg.Server
-	}
+	server := e.serverAddr()
 	if server == "" {
 		return errNotLoggedIn
 	}
@@ -134,6 +128,17 @@ func (e *env) load() error {
 	}
 	e.c = c
 	return nil
+}
+
+// serverAddr is the cluster to talk to: -s, else $TANDEM_SERVER, else
+// the one logged in to.
+func (e *env) serverAddr() string {
+	for _, s := range []string{e.server, e.getenv("TANDEM_SERVER"), e.cfg.Server} {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 // readConfig reads what login saved, if anything.
