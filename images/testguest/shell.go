@@ -21,7 +21,7 @@ func serveShell(tty string, c *counter) {
 	defer f.Close()
 	start := time.Now()
 	prompt := func() { fmt.Fprint(f, "testguest# ") }
-	fmt.Fprint(f, "\r\nTandem test guest. Type help.\r\n")
+	fmt.Fprint(f, "\nTandem test guest. Type help.\n")
 	prompt()
 	lines := bufio.NewScanner(f)
 	for lines.Scan() {
@@ -29,15 +29,15 @@ func serveShell(tty string, c *counter) {
 		switch cmd {
 		case "":
 		case "help":
-			fmt.Fprint(f, "help, count, uptime, echo TEXT\r\n")
+			fmt.Fprint(f, "help, count, uptime, echo TEXT\n")
 		case "count":
-			fmt.Fprintf(f, "count %d\r\n", c.value())
+			fmt.Fprintf(f, "count %d\n", c.value())
 		case "uptime":
-			fmt.Fprintf(f, "up %s\r\n", time.Since(start).Round(time.Second))
+			fmt.Fprintf(f, "up %s\n", time.Since(start).Round(time.Second))
 		case "echo":
-			fmt.Fprintf(f, "%s\r\n", arg)
+			fmt.Fprintf(f, "%s\n", arg)
 		default:
-			fmt.Fprintf(f, "%s: unknown command (try help)\r\n", cmd)
+			fmt.Fprintf(f, "%s: unknown command (try help)\n", cmd)
 		}
 		prompt()
 	}
