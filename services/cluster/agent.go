@@ -68,6 +68,9 @@ type Config struct {
 	Timing       Timing
 	Version      string
 	Inventory    func() directory.Inventory
+	// ServiceLog returns a service's last output lines on this node, from
+	// its supervisor (nil: none to show).
+	ServiceLog func(ctx context.Context, service string, lines int) ([]LogLine, error)
 	// BoardFence powers a lost node off through its BMC (nil: none).
 	BoardFence *BoardFence
 	Logger     *slog.Logger

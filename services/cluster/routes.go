@@ -75,6 +75,7 @@ func (a *Agent) routes() []apidoc.Route {
 		}{}, Status: http.StatusCreated, Handler: a.leaderOnly(a.handleNewToken)},
 		{Method: "GET", Path: "/api/v1/cluster/members", Access: viewer, Summary: "The cluster's members: addresses, inventory, maintenance", Query: []P{stale}, Response: []directory.Member{}, Handler: a.read(a.handleMembers)},
 		{Method: "GET", Path: "/api/v1/cluster/members/{id}/health", Access: viewer, Summary: "A member's own health: its services and their restarts (its /api/v1/health)", Response: frontdoorHealth{}, Handler: a.handleMemberHealth},
+		{Method: "GET", Path: "/api/v1/cluster/members/{id}/logs/{service}", Access: operator, Summary: "A service's last output lines on a member (from its supervisor)", Query: []P{{Name: "lines", Type: "integer", Description: "1-5000, default 200"}}, Response: []LogLine{}, Handler: a.handleMemberLog},
 		{Method: "DELETE", Path: "/api/v1/cluster/members/{id}", Access: admin, Summary: "Remove a member", Response: directory.Member{}, Handler: a.leaderOnly(a.handleRemoveMember)},
 		{Method: "POST", Path: "/api/v1/cluster/force-single", Access: admin, Summary: "Make this node go on alone when the other node and the witness are lost", Request: ForceRequest{}, Response: Status{}, Handler: a.handleForceSingle},
 		{Method: "POST", Path: "/api/v1/cluster/members/{id}/maintenance", Access: operator, Summary: "Put a node into maintenance, or take it out", Request: MaintenanceRequest{}, Response: directory.Member{}, Handler: a.leaderOnly(a.handleMaintenance)},

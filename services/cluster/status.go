@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -298,4 +299,45 @@ func (a *Agent) handleMemberHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	frontdoor.WriteJSON(w, http.StatusOK, h)
+}
+
+// LogLine is one line a service wrote.
+type LogLine struct {
+	Time time.Time `json:"time"`
+	Text string    `json:"text"`
+}
+
+// handleMemberLog answers a service's last output lines on a member: this
+// one's from its supervisor, another's by forwarding the request there
+// (with the user's own credentials, which that member checks).
+func (a *Agent) handleMemberLog(w http.ResponseWriter, r *http.Request) {
+	id, err := a.nodeID(r.PathValue("id"))
+	if err != nil {
+		apiError(w, err)
+		return
+	}
+	if id != a.id.ID {
+		m, _ := a.Directory().Member(id)
+		a.dial.Forward(w, r, m.ID, m.Name, m.Addresses)
+		return
+	}
+	lines := 200
+	if s := r.URL.Query().Get("lines"); s != "" {
+		if lines, err = strconv.Atoi(s); err != nil || lines < 1 || lines > 5000 {
+			apiError(w, fieldError("lines", "want 1 to 5000"))
+			return
+		}
+	}
+	if a.cfg.ServiceLog == nil {
+		frontdoor.WriteError(w, http.StatusNotFound, "no_logs", "this member keeps no service logs")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	out, err := a.cfg.ServiceLog(ctx, r.PathValue("service"), lines)
+	if err != nil {
+		frontdoor.WriteError(w, http.StatusBadGateway, "supervisor", fmt.Sprintf("the supervisor did not give the log: %v", err))
+		return
+	}
+	frontdoor.WriteJSON(w, http.StatusOK, out)
 }

@@ -64,13 +64,22 @@ func Main(args []string) int {
 			return 2
 		}
 	}
-	inv := inventory(statusapi.NewClient(*supervisor))
+	sup := statusapi.NewClient(*supervisor)
+	inv := inventory(sup)
 	a, err := cluster.New(cluster.Config{
 		Role: pki.RoleNode, Name: *name, DataDir: *data, Socket: *socket, Addresses: addrs,
 		ClusterIPDevice: *mgmt, Interconnect: *ic, Port: *port,
-		Timing:     cluster.Timing{Heartbeat: *heartbeat, LeaderLease: *lease},
-		Version:    inv().ImageVersion,
-		Inventory:  inv,
+		Timing:    cluster.Timing{Heartbeat: *heartbeat, LeaderLease: *lease},
+		Version:   inv().ImageVersion,
+		Inventory: inv,
+		ServiceLog: func(ctx context.Context, service string, lines int) ([]cluster.LogLine, error) {
+			got, err := sup.ServiceLog(ctx, service, lines)
+			out := make([]cluster.LogLine, 0, len(got))
+			for _, l := range got {
+				out = append(out, cluster.LogLine{Time: l.Time, Text: l.Text})
+			}
+			return out, err
+		},
 		BoardFence: fence,
 		Logger:     log,
 	})

@@ -3,7 +3,7 @@
 import { h, fill } from '../dom.js';
 import { t, tEnum } from '../i18n.js';
 import { enc } from '../api.js';
-import { pageHead, card, kv, table, badge, button, yesNo, errorBox, confirmDialog, notify } from '../ui.js';
+import { pageHead, card, kv, table, badge, button, yesNo, errorBox, confirmDialog, infoDialog, notify } from '../ui.js';
 import { bytes, num, ms, dateTime, DASH } from '../format.js';
 import { loadMembers } from '../model.js';
 
@@ -42,7 +42,22 @@ export default function nodes(ctx) {
     }));
   }
 
-  function services(hl) {
+  // showLog opens a service's last output lines on a member.
+  async function showLog(m, service) {
+    let text;
+    try {
+      const lines = (await api.get(`/api/v1/cluster/members/${enc(m.id)}/logs/${enc(service)}?lines=200`)) || [];
+      text = lines.length ? lines.map((l) => `${dateTime(l.time)}  ${l.text}`).join('\n') : t('node.log_empty');
+    } catch (e) {
+      text = errorBox(e);
+    }
+    await infoDialog({
+      title: t('node.log_title', { service, name: m.name }),
+      body: typeof text === 'string' ? h('pre', { class: 'log' }, text) : text,
+    });
+  }
+
+  function services(m, hl) {
     if (!hl) {
       return h('p', { class: 'muted' }, t('node.health_unknown'));
     }
@@ -59,7 +74,8 @@ export default function nodes(ctx) {
         { label: t('col.restarts'), cell: (s) => (s.restarts === undefined ? DASH : num(s.restarts)), class: 'num' },
         { label: t('col.critical'), cell: (s) => (s.critical === undefined ? DASH : yesNo(s.critical)) },
         { label: t('col.pid'), cell: (s) => (s.pid ? String(s.pid) : DASH), class: 'num' },
-      ], hl.services || [], t('node.no_services')));
+        operator ? { label: t('node.log'), cell: (s) => button(t('node.log'), () => showLog(m, s.name)) } : null,
+      ].filter(Boolean), hl.services || [], t('node.no_services')));
   }
 
   async function refresh() {
@@ -101,7 +117,7 @@ export default function nodes(ctx) {
             [t('node.joined'), dateTime(x.joined)],
           ])),
         h('h3', {}, t('node.services')),
-        services(perNode[i]));
+        services(x, perNode[i]));
     }));
   }
 
