@@ -82,7 +82,8 @@ export default function nodes(ctx) {
     const [m, health] = await Promise.all([loadMembers(api), api.get('/api/v1/cluster/health').catch((e) => e)]);
     const hv = health instanceof Error ? null : health;
     const healthOf = new Map(((hv && hv.members) || []).map((x) => [x.id, x]));
-    const perNode = await Promise.all(m.list.map((x) => nodeHealth(x)));
+    // Nodes run services under a supervisor; the witness is one program.
+    const perNode = await Promise.all(m.list.map((x) => (x.role === 'node' ? nodeHealth(x) : null)));
     fill(note,
       health instanceof Error ? errorBox(health) : null,
       m.haveRecords ? null : h('p', { class: 'hint' }, t('node.no_records')));
@@ -116,8 +117,8 @@ export default function nodes(ctx) {
             [t('col.maintenance'), x.role === 'node' && m.haveRecords ? yesNo(!!x.maintenance, false) : DASH],
             [t('node.joined'), dateTime(x.joined)],
           ])),
-        h('h3', {}, t('node.services')),
-        services(x, perNode[i]));
+        x.role === 'node' ? h('h3', {}, t('node.services')) : null,
+        x.role === 'node' ? services(x, perNode[i]) : null);
     }));
   }
 
