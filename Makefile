@@ -56,7 +56,7 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover bench-storage bench-ha bench-ft
+.PHONY: bench-failover bench-storage bench-ha bench-ft bench-api
 bench-failover: deps
 	scripts/bench-failover
 bench-storage: deps
@@ -65,3 +65,5 @@ bench-ha: deps
 	scripts/bench-ha
 bench-ft: deps
 	scripts/bench-ft
+bench-api: deps
+	scripts/bench-api
