@@ -22,7 +22,8 @@ import (
 // playwright-core driving Debian's chromium) against a real cluster in
 // namespaces with the test guest, from the client host: log in, create
 // and start the test VM, see its prompt on the serial console, switch FT
-// on until protected, put a node into maintenance, switch the language.
+// on until protected, put a node into maintenance, switch the language,
+// lose the leader's node (the page reconnects by itself), log out.
 // Screenshots go to $TANDEM_ARTIFACTS/console (default: the checkout's
 // build folder).
 //
@@ -45,7 +46,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	home := t.TempDir()
+	home, signals := t.TempDir(), t.TempDir()
 	env := []string{
 		"HOME=" + home,
 		"PATH=" + os.Getenv("PATH"),
@@ -58,6 +59,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		"TANDEM_SHOTS=" + shots,
 		"TANDEM_GUEST_IP=" + clustertest.Subnet + "200",
 		"TANDEM_NODES=" + c.A.Name + "," + c.B.Name,
+		"TANDEM_SIGNALS=" + signals,
 	}
 	script := filepath.Join(root, "web", "e2e", "console.test.js")
 	if hold := os.Getenv("TANDEM_CONSOLE_HOLD"); hold != "" {
@@ -78,8 +80,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	var log strings.Builder
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
-		t.Log(sc.Text())
-		log.WriteString(sc.Text() + "\n")
+		line := sc.Text()
+		t.Log(line)
+		log.WriteString(line + "\n")
+		// The script asks for the leader's node to be lost (powered off:
+		// its processes killed, its links down), and goes on once it is.
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "KILL_LEADER "); ok {
+			for _, m := range []*clustertest.Member{c.A, c.B} {
+				if m.Name == name {
+					m.PowerOff()
+				}
+			}
+			if err := os.WriteFile(filepath.Join(signals, "leader-killed"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the browser test failed (%v); screenshots in %s\nnode-a:\n%s\nnode-b:\n%s", err, shots, tail(c.A.Log()), tail(c.B.Log()))

@@ -838,11 +838,21 @@ func (m *Manager) serveFT(w http.ResponseWriter, r *http.Request) {
 	id, err := memberconn.IdentityFromHeader(r.Header.Get(frontdoor.HeaderMember))
 	rest := strings.TrimPrefix(r.URL.Path, ftPathPrefix)
 	name, channel, _ := strings.Cut(rest, "/")
-	m.mu.Lock()
-	view := m.view
-	m.mu.Unlock()
-	vm, ok := findVM(view.VMs, name)
-	if err != nil || !ok || vm.Node != id.ID || !vm.FT {
+	// The primary starts pairing as soon as the cluster commits FT on;
+	// this node's view of the directory may be a moment behind.
+	paired := func() (directory.VM, bool) {
+		m.mu.Lock()
+		view := m.view
+		m.mu.Unlock()
+		vm, ok := findVM(view.VMs, name)
+		return vm, ok && vm.Node == id.ID && vm.FT
+	}
+	vm, ok := paired()
+	for deadline := time.Now().Add(2 * time.Second); err == nil && !ok && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		vm, ok = paired()
+	}
+	if err != nil || !ok {
 		frontdoor.WriteError(w, http.StatusForbidden, "not_paired", fmt.Sprintf("VM %q is not a fault-tolerant VM of %s", name, id.ID))
 		return
 	}

@@ -17,6 +17,9 @@
 //   TANDEM_GUEST_IP   the test guest's address (its kernel command line)
 //   TANDEM_NODES      the two nodes' names, comma separated
 //   CHROMIUM          the browser (/usr/bin/chromium)
+//   TANDEM_SIGNALS    a folder: when the script prints KILL_LEADER <node>, the
+//                     harness powers that node off and then creates
+//                     <folder>/leader-killed
 //
 // It prints KEYSTROKE_ECHO_MS median=... p95=... (serial console,
 // keydown to the echo drawn by xterm.js, measured in the page) and a
@@ -50,6 +53,7 @@ const SHOTS = need('TANDEM_SHOTS');
 const GUEST_IP = need('TANDEM_GUEST_IP');
 const NODES = need('TANDEM_NODES').split(',').map((s) => s.trim()).filter(Boolean);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SIGNALS = need('TANDEM_SIGNALS');
 
 const VM = `e2e-${crypto.randomBytes(3).toString('hex')}`;
 const VOLUME = `${VM}-disk`;
@@ -69,6 +73,7 @@ let page = null;
 let step = 'setup'; // the step running, for the problem list
 let broken = ''; // the first step that failed: the later ones are skipped
 let allow401 = false; // the steps where a 401 is the point (login, logout)
+let outage = false; // the step where the leader is gone: failed requests are the point
 const problems = []; // console errors, page errors, CSP violations
 const expected = []; // console errors that were expected (401s while logged out)
 // Failed requests the test cluster itself causes: path -> [status, why].
@@ -376,6 +381,10 @@ describe('Tandem web console in a browser', () => {
           expected.push(`[${step}] ${text}${where}`);
           return;
         }
+        if (outage && (status >= 500 || /WebSocket connection|ERR_/.test(text))) {
+          expected.push(`[${step}] ${text}${where} (the leader is gone)`);
+          return;
+        }
         if (status) {
           const h = harness.get(new URL(url, BASE).pathname);
           if (h && h[0] === status) {
@@ -553,10 +562,10 @@ describe('Tandem web console in a browser', () => {
     await row.locator(`td:nth-child(2) .badge${textIs(EN['enum.vm_state.running'])}`).waitFor({ timeout: 120000 });
     // The list says running as soon as the definition wants it (the VM
     // manager may not know the VM yet): the VM manager must say so too.
-    await page.waitForFunction(async (name) => {
-      const r = await fetch(`/api/v1/vmm/vms/${name}`, { credentials: 'same-origin', cache: 'no-store' });
-      return r.ok && (await r.json()).state === 'running';
-    }, VM, { timeout: 120000, polling: 500 });
+    await poll(`the VM manager runs ${VM}`, 120000, async () => {
+      const rt = await inPageJSON(`/api/v1/vmm/vms/${VM}`);
+      return rt.state === 'running' || `state ${rt.state}`;
+    });
     await row.locator(`td:nth-child(2) .badge${textIs(EN['enum.vm_state.running'])}`).waitFor();
     summary.createToRunningS = Math.round((Date.now() - tCreate) / 100) / 10;
     assert.equal(await page.evaluate(() => window.__e2eNoReload), true, 'the page was reloaded');
@@ -820,7 +829,47 @@ describe('Tandem web console in a browser', () => {
     await shot('14-english');
   });
 
-  stepIt('9. logs out: the cookie is gone and the API answers 401', 60000, async () => {
+  stepIt('9. reconnects by itself when the leader is lost, and shows the new leader', 180000, async () => {
+    await page.goto(`${BASE}/#/`);
+    const health = card(EN['dash.health']);
+    const old = (await inPageJSON('/api/v1/cluster/status')).leader_name;
+    const next = NODES.find((n) => n !== old);
+    await health.locator(`dt${textIs(EN['dash.leader'])} + dd${textIs(old)}`).waitFor();
+    // The VM is protected again after the maintenance (its secondary
+    // came back): the node that dies may be its own.
+    await poll(`${VM} protected again`, 180000, async () => {
+      const vm = await inPageJSON(`/api/v1/vms/${VM}`);
+      return vm.ft_state === 'protected' || `ft_state ${vm.ft_state}`;
+    });
+    outage = true;
+    const killed = path.join(SIGNALS, 'leader-killed');
+    console.log(`KILL_LEADER ${old}`);
+    const deadline = Date.now() + 60000;
+    while (!fs.existsSync(killed)) {
+      assert.ok(Date.now() < deadline, `the harness did not power ${old} off`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const lost = Date.now();
+    // The events websocket finds the loss (its connection went quiet),
+    // says so, reconnects through the cluster IP to the new leader, and
+    // the page shows it: no reload.
+    await page.locator('.banner').waitFor({ state: 'visible', timeout: 60000 });
+    await shot('15-reconnecting');
+    await page.locator('.banner').waitFor({ state: 'hidden', timeout: 90000 });
+    await health.locator(`dt${textIs(EN['dash.leader'])} + dd${textIs(next)}`).waitFor({ timeout: 60000 });
+    summary.reconnectS = Math.round((Date.now() - lost) / 100) / 10;
+    await shot('16-new-leader');
+    // The VM runs on: on the survivor, by FT if its node was the one lost.
+    const nextId = members.find((m) => m.name === next).id;
+    await poll(`${VM} running on ${next}`, 60000, async () => {
+      const rt = await inPageJSON(`/api/v1/vmm/vms/${VM}`);
+      return (rt.state === 'running' && rt.node === nextId) || `${rt.state} on ${rt.node}`;
+    });
+    summary.vmAfterLeaderLoss = next;
+    outage = false;
+  });
+
+  stepIt('10. logs out: the cookie is gone and the API answers 401', 60000, async () => {
     allow401 = true;
     await page.locator(`header button${textIs(EN['nav.logout'])}`).click();
     await page.waitForURL(/#\/login$/);
@@ -830,11 +879,11 @@ describe('Tandem web console in a browser', () => {
     assert.equal((await inPage('/api/v1/vms')).status, 401);
     assert.equal(await page.locator('nav.side a').count(), 0, 'the navigation is still shown');
     await page.waitForFunction(() => true);
-    await shot('15-logged-out');
+    await shot('17-logged-out');
     allow401 = false;
   });
 
-  it('10. no unexpected console error, page error or CSP violation', () => {
+  it('11. no unexpected console error, page error or CSP violation', () => {
     step = 'check';
     if (expected.length) {
       console.log(`expected console errors: ${expected.length} (401 while logged out, the test cluster's own)`);
