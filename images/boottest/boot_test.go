@@ -21,6 +21,7 @@ import (
 	"github.com/tandemhci/tandem/images/qemubox"
 	"github.com/tandemhci/tandem/initramfs/statusapi"
 	"github.com/tandemhci/tandem/services/cluster"
+	"github.com/tandemhci/tandem/services/directory"
 	"github.com/tandemhci/tandem/services/frontdoor"
 )
 
@@ -415,6 +416,7 @@ func TestClusterOfTwoNodesAndAWitness(t *testing.T) {
 		t.Fatalf("voters by role %v, want 2 nodes and 1 witness: %+v", roles, h.Members)
 	}
 
+	consoleOnTheImage(t, ctx, box, creds)
 	vmFromReplicatedVolume(t, ctx, box, creds)
 
 	// The leader's node loses power: the other node leads and answers on
@@ -519,4 +521,48 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// consoleOnTheImage checks what the image's front door serves besides the
+// API: the web console's files, the API's document, each node's health
+// and its services' logs from its supervisor (which the namespace tests
+// do not run), and the node's metrics.
+func consoleOnTheImage(t *testing.T, ctx context.Context, box *qemubox.Box, creds qemubox.Credentials) {
+	t.Helper()
+	api := box.ClusterAPI(creds)
+	for path, want := range map[string]string{"/": `src="app.js"`, "/api/v1/openapi.json": `"openapi": "3.1.0"`} {
+		code, body, err := api.Raw(ctx, "GET", path, nil)
+		if err != nil || code != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d %v, want %s in %.200s", path, code, err, want, body)
+		}
+	}
+	var members []directory.Member
+	if _, err := api.Do(ctx, "GET", "/api/v1/cluster/members", nil, &members); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.Role != directory.MemberNode {
+			continue
+		}
+		var h frontdoor.Health
+		if _, err := api.Do(ctx, "GET", "/api/v1/cluster/members/"+m.ID+"/health", nil, &h); err != nil || h.Node != m.Name || len(h.Services) == 0 {
+			t.Errorf("%s's health through the cluster IP: %v %+v", m.Name, err, h)
+		}
+		var lines []cluster.LogLine
+		if _, err := api.Do(ctx, "GET", "/api/v1/cluster/members/"+m.ID+"/logs/cluster?lines=5", nil, &lines); err != nil || len(lines) == 0 {
+			t.Errorf("%s's cluster agent log through the cluster IP: %v %+v", m.Name, err, lines)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := api.Raw(ctx, "GET", "/metrics", nil)
+		if err == nil && code == 200 && strings.Contains(string(body), "tandem_node_cpu_percent{") && strings.Contains(string(body), `tandem_scrape_part_up{part="storage"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("/metrics: %d %v %.500s", code, err, body)
+			break
+		}
+		time.Sleep(time.Second)
+	}
 }
