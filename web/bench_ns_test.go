@@ -97,6 +97,7 @@ func TestBenchAPI(t *testing.T) {
 	})
 	t.Logf("API at %d concurrent clients, %d s each, through the cluster IP (the leader):", clients, seconds)
 	t.Logf("  reads  (%s): %s", strings.Join(reads[:4], ", ")+", stats", read)
+	read.logByPath(t)
 	t.Logf("  writes (PUT /api/v1/labels/…, a raft commit each): %s", write)
 
 	echo := keystrokes(t, c, tokens[0], 50)
@@ -113,11 +114,13 @@ func TestBenchAPI(t *testing.T) {
 	fmt.Printf("api_read_p99_ms=%.1f api_write_p99_ms=%.1f console_first_load_kb=%.1f\n", read.pct(99), write.pct(99), browser["FIRST_LOAD_BYTES"]/1024)
 }
 
-// latencies are request times in milliseconds, with the errors.
+// latencies are request times in milliseconds, with the errors, and
+// the times by endpoint (its path without the query).
 type latencies struct {
 	ms     []float64
 	errors int
 	took   time.Duration
+	byPath map[string][]float64
 }
 
 func (l *latencies) pct(p float64) float64 {
@@ -135,11 +138,24 @@ func (l *latencies) String() string {
 		len(l.ms), float64(len(l.ms))/l.took.Seconds(), l.errors, l.pct(50), l.pct(99), l.pct(100))
 }
 
+// logByPath logs each endpoint's p50 and p99.
+func (l *latencies) logByPath(t *testing.T) {
+	paths := make([]string, 0, len(l.byPath))
+	for p := range l.byPath {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		one := &latencies{ms: l.byPath[p]}
+		t.Logf("    %-28s p50 %.1f ms, p99 %.1f ms", p, one.pct(50), one.pct(99))
+	}
+}
+
 // load runs one client per token for d, each on its own connection,
 // request after request.
 func load(t *testing.T, c *clustertest.Cluster, tokens []string, d time.Duration, req func(client, n int) (method, path string, body []byte)) *latencies {
 	var mu sync.Mutex
-	all := &latencies{}
+	all := &latencies{byPath: map[string][]float64{}}
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
@@ -152,6 +168,7 @@ func load(t *testing.T, c *clustertest.Cluster, tokens []string, d time.Duration
 			}}
 			defer hc.CloseIdleConnections()
 			var mine []float64
+			mineBy := map[string][]float64{}
 			errs := 0
 			for n := 0; time.Now().Before(deadline); n++ {
 				method, path, body := req(i, n)
@@ -170,10 +187,19 @@ func load(t *testing.T, c *clustertest.Cluster, tokens []string, d time.Duration
 					errs++
 					continue
 				}
-				mine = append(mine, float64(time.Since(sent).Microseconds())/1000)
+				took := float64(time.Since(sent).Microseconds()) / 1000
+				mine = append(mine, took)
+				key, _, _ := strings.Cut(path, "?")
+				if strings.HasPrefix(key, "/api/v1/labels/") {
+					key = "/api/v1/labels/…"
+				}
+				mineBy[key] = append(mineBy[key], took)
 			}
 			mu.Lock()
 			all.ms = append(all.ms, mine...)
+			for k, v := range mineBy {
+				all.byPath[k] = append(all.byPath[k], v...)
+			}
 			all.errors += errs
 			mu.Unlock()
 		}()

@@ -3,13 +3,16 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tandemhci/tandem/services/apidoc"
@@ -21,7 +24,21 @@ import (
 // over the agent's Unix socket.
 type LocalClient struct {
 	c *http.Client
+	// seen remembers, for whoamiTTL, the requests Whoami let through:
+	// a console's page asks a node's services many times a second, and
+	// each answer would otherwise cost a call to the agent.
+	mu   sync.Mutex
+	seen map[[32]byte]seenPrincipal
 }
+
+type seenPrincipal struct {
+	p     Principal
+	until time.Time
+}
+
+// whoamiTTL bounds how long a logout, a revoked token or a disabled user
+// may still reach a node's services: as long as a page takes to notice.
+const whoamiTTL = 2 * time.Second
 
 // NewLocalClient returns a client of the agent listening on socket.
 func NewLocalClient(socket string) *LocalClient {
@@ -128,9 +145,40 @@ func (l *LocalClient) Whoami(ctx context.Context, r *http.Request) (Principal, e
 	if m := r.Header.Get(frontdoor.HeaderMember); m != "" {
 		h.Set(whoamiMember, m)
 	}
+	key := whoamiKey(h)
+	l.mu.Lock()
+	seen, ok := l.seen[key]
+	l.mu.Unlock()
+	if ok && time.Now().Before(seen.until) {
+		return seen.p, nil
+	}
 	var p Principal
-	err := l.do(ctx, http.MethodGet, "/local/v1/whoami", h, nil, &p)
-	return p, err
+	if err := l.do(ctx, http.MethodGet, "/local/v1/whoami", h, nil, &p); err != nil {
+		return p, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen == nil || len(l.seen) > 10000 {
+		l.seen = map[[32]byte]seenPrincipal{}
+	}
+	l.seen[key] = seenPrincipal{p: p, until: time.Now().Add(whoamiTTL)}
+	return p, nil
+}
+
+// whoamiKey is a digest of everything Whoami's answer depends on.
+func whoamiKey(h http.Header) [32]byte {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	d := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(d, "%s\x00%q\x00", k, h[k])
+	}
+	var sum [32]byte
+	d.Sum(sum[:0])
+	return sum
 }
 
 // PrimaryHere moves a volume's primary role to this node and returns once

@@ -16,6 +16,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tandemhci/tandem/services/frontdoor"
@@ -30,6 +31,11 @@ type Dialer struct {
 	// dead interconnect costs little before the management network is
 	// tried.
 	PerAddress time.Duration
+
+	// transports keep, per member and addresses, the connections Forward
+	// made, so that a forwarded request does not pay for a TLS handshake.
+	mu         sync.Mutex
+	transports map[string]*http.Transport
 }
 
 // DialTLS connects to the first of addrs that answers, verifying that the
@@ -184,11 +190,7 @@ func (d *Dialer) Forward(w http.ResponseWriter, r *http.Request, id, name string
 				pr.Out.Header.Set(frontdoor.HeaderClient, c)
 			}
 		},
-		Transport: &http.Transport{
-			DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return d.DialMember(ctx, id, addrs)
-			},
-		},
+		Transport:     d.transport(id, addrs),
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			frontdoor.WriteError(w, http.StatusBadGateway, "node_unreachable", fmt.Sprintf("node %s did not answer: %v", name, err))
@@ -196,6 +198,28 @@ func (d *Dialer) Forward(w http.ResponseWriter, r *http.Request, id, name string
 	}
 	w.Header().Set("X-Tandem-Served-By", id)
 	rp.ServeHTTP(w, r)
+}
+
+// transport returns the HTTP transport to member id at addrs, made once.
+func (d *Dialer) transport(id string, addrs []string) *http.Transport {
+	key := id + "@" + strings.Join(addrs, ",")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t, ok := d.transports[key]; ok {
+		return t
+	}
+	if d.transports == nil {
+		d.transports = map[string]*http.Transport{}
+	}
+	t := &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialMember(ctx, id, addrs)
+		},
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	d.transports[key] = t
+	return t
 }
 
 // Peer is a member a request may be forwarded to.
