@@ -160,12 +160,21 @@ func (a *Agent) handleUpdateUser(w http.ResponseWriter, r *http.Request) {
 		}
 		u.PasswordHash = hash
 	}
-	if _, err := a.propose(directory.TypeUserPut, actor(r), clientAddr(r), directory.UserPutPayload{Op: directory.OpUpdate, User: u}); err != nil {
-		apiError(w, err)
+	if !a.putUser(w, r, u) {
 		return
 	}
 	u, _ = a.Directory().User(u.Name)
 	frontdoor.WriteJSON(w, http.StatusOK, userView(u))
+}
+
+// putUser records a changed user; false when it could not, and the
+// answer says why.
+func (a *Agent) putUser(w http.ResponseWriter, r *http.Request, u directory.User) bool {
+	if _, err := a.propose(directory.TypeUserPut, actor(r), clientAddr(r), directory.UserPutPayload{Op: directory.OpUpdate, User: u}); err != nil {
+		apiError(w, err)
+		return false
+	}
+	return true
 }
 
 func (a *Agent) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
@@ -206,9 +215,7 @@ func (a *Agent) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u.PasswordHash = hash
-	if _, err := a.propose(directory.TypeUserPut, actor(r), clientAddr(r), directory.UserPutPayload{Op: directory.OpUpdate, User: u}); err != nil {
-		apiError(w, err)
-		return
+	if a.putUser(w, r, u) {
+		w.WriteHeader(http.StatusNoContent)
 	}
-	w.WriteHeader(http.StatusNoContent)
 }
