@@ -143,6 +143,9 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 // session or token exists and its user is enabled.
 func (a *Agent) stillValid(p principal) bool {
 	d := a.Directory()
+	if p.Via == "member" {
+		return true // a member's certificate is checked at the handshake
+	}
 	u, ok := d.User(p.User)
 	if !ok || u.Disabled {
 		return false
