@@ -15,6 +15,7 @@ require (
 	github.com/jsimonetti/rtnetlink/v2 v2.1.0
 	github.com/mdlayher/netlink v1.11.2
 	github.com/mdlayher/packet v1.1.2
+	github.com/pin/tftp/v3 v3.1.0
 	github.com/u-root/u-root v0.16.0
 	golang.org/x/crypto v0.51.0
 	golang.org/x/net v0.55.0
