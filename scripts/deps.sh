@@ -13,6 +13,8 @@ packages=(
 	# tests and the virtual box: network namespaces, firewalls,
 	# reachability, the site's DHCP server
 	iproute2 iputils-ping nftables dnsmasq-base
+	# real DHCP clients for the provisioning network's tests
+	busybox isc-dhcp-client
 	# the storage benchmark's client (fio with its nbd engine)
 	fio
 	# the web console's browser tests: Debian's chromium, and a font with

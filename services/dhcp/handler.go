@@ -80,6 +80,7 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	case dhcpv4.MessageTypeRequest:
 		return h.request(req, mac, boot, bootErr)
 	case dhcpv4.MessageTypeRelease:
+		h.log.Info("dhcp: release", "mac", mac, "ip", addrOf(req.ClientIPAddr))
 		return nil, h.leases.Release(mac, addrOf(req.ClientIPAddr))
 	case dhcpv4.MessageTypeDecline:
 		return nil, h.leases.Decline(mac, addrOf(req.RequestedIPAddress()))

@@ -72,7 +72,7 @@ func Command(name string, args ...string) *exec.Cmd {
 // network.
 func Dial(ctx context.Context, name, network, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := do(name, func() error {
+	err := Do(name, func() error {
 		var d net.Dialer
 		var err error
 		c, err = d.DialContext(ctx, network, addr)
@@ -85,7 +85,7 @@ func Dial(ctx context.Context, name, network, addr string) (net.Conn, error) {
 // thread once made.
 func Listen(name, network, addr string) (net.Listener, error) {
 	var l net.Listener
-	err := do(name, func() error {
+	err := Do(name, func() error {
 		var err error
 		l, err = net.Listen(network, addr)
 		return err
@@ -93,10 +93,11 @@ func Listen(name, network, addr string) (net.Listener, error) {
 	return l, err
 }
 
-// do runs f on a thread inside the namespace. The thread stays locked and
+// Do runs f on a thread inside the namespace: what f makes there (a
+// socket) stays in it. The thread stays locked and
 // ends with its goroutine: it is in another namespace now and must never
 // run other goroutines.
-func do(name string, f func() error) error {
+func Do(name string, f func() error) error {
 	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
