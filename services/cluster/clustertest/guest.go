@@ -108,4 +108,3 @@ func moduleRoot() (string, error) {
 	}
 	return filepath.Dir(strings.TrimSpace(string(mod))), nil
 }
-
