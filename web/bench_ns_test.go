@@ -306,4 +306,3 @@ func firstLoad(t *testing.T, c *clustertest.Cluster, node, chromium, root string
 	}
 	return figures
 }
-

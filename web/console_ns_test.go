@@ -198,4 +198,3 @@ func tail(s string) string {
 	}
 	return s
 }
-
