@@ -74,7 +74,7 @@ func (a *Agent) user(role directory.Role, next http.HandlerFunc) http.HandlerFun
 			authError(err).Write(w, r)
 			return
 		}
-		if !roleAtLeast(p.Role, role) {
+		if !p.Role.AtLeast(role) {
 			frontdoor.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s: needs the %s role, you are %s", errForbidden, role, p.Role))
 			return
 		}

@@ -73,7 +73,7 @@ func (a *Agent) handleCreateAPIToken(w http.ResponseWriter, r *http.Request) {
 		apiError(w, fieldError("role", "want admin, operator or viewer"))
 		return
 	}
-	if !roleAtLeast(p.Role, req.Role) {
+	if !p.Role.AtLeast(req.Role) {
 		apiError(w, fieldError("role", fmt.Sprintf("at most your own role, %s", p.Role)))
 		return
 	}

@@ -171,7 +171,7 @@ func (a *Agent) sessionPrincipal(value string) (principal, error) {
 		return principal{}, errUnauthorized
 	}
 	s, ok := a.Directory().Session(id)
-	if !ok || !sameHash(secret, s.KeyHash) || !time.Now().Before(s.Expires) {
+	if !ok || !sameHash(secret, s.KeyHash) || !s.Live(time.Now()) {
 		return principal{}, errUnauthorized
 	}
 	u, ok := a.Directory().User(s.User)
@@ -190,7 +190,7 @@ func (a *Agent) tokenPrincipal(tok string) (principal, error) {
 		return principal{}, errUnauthorized
 	}
 	t, ok := a.Directory().APIToken(id)
-	if !ok || !sameHash(secret, t.KeyHash) || (!t.Expires.IsZero() && !time.Now().Before(t.Expires)) {
+	if !ok || !sameHash(secret, t.KeyHash) || !t.Live(time.Now()) {
 		return principal{}, errUnauthorized
 	}
 	u, ok := a.Directory().User(t.User)
@@ -198,7 +198,7 @@ func (a *Agent) tokenPrincipal(tok string) (principal, error) {
 		return principal{}, errUnauthorized
 	}
 	role := t.Role
-	if !roleAtLeast(u.Role, role) {
+	if !u.Role.AtLeast(role) {
 		role = u.Role
 	}
 	return principal{User: u.Name, Role: role, Via: "token", Token: t.ID}, nil
@@ -250,11 +250,6 @@ func checkCSRF(r *http.Request, csrf string) error {
 		return fmt.Errorf("%w: a change made with the session needs its token in %s", errCSRF, HeaderCSRF)
 	}
 	return nil
-}
-
-func roleAtLeast(have, want directory.Role) bool {
-	rank := map[directory.Role]int{directory.RoleViewer: 1, directory.RoleOperator: 2, directory.RoleAdmin: 3}
-	return rank[have] >= rank[want]
 }
 
 // clientAddr is the address of the client a request came from: what a

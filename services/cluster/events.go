@@ -153,10 +153,10 @@ func (a *Agent) stillValid(p principal) bool {
 	switch p.Via {
 	case "session":
 		s, ok := d.Session(p.Session)
-		return ok && time.Now().Before(s.Expires)
+		return ok && s.Live(time.Now())
 	case "token":
 		t, ok := d.APIToken(p.Token)
-		return ok && (t.Expires.IsZero() || time.Now().Before(t.Expires))
+		return ok && t.Live(time.Now())
 	}
 	return true
 }

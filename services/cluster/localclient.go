@@ -203,7 +203,7 @@ func (l *LocalClient) RequireUser(role directory.Role, next http.HandlerFunc) ht
 			frontdoor.WriteError(w, http.StatusServiceUnavailable, "cluster_unavailable", err.Error())
 			return
 		}
-		if !roleAtLeast(p.Role, role) {
+		if !p.Role.AtLeast(role) {
 			frontdoor.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("needs the %s role, you are %s", role, p.Role))
 			return
 		}

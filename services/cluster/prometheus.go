@@ -44,7 +44,7 @@ func (a *Agent) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	vms := d.VMs()
 	t.Family("tandem_vm_running_wanted", "gauge", "1 when a VM is meant to run.")
 	for _, vm := range vms {
-		t.Value("tandem_vm_running_wanted", metrics.Bool(vm.Running), "vm", vm.Name, "node", a.memberNameOr(vm.Node))
+		t.Value("tandem_vm_running_wanted", metrics.Bool(vm.Running), "vm", vm.Name, "node", a.memberName(vm.Node))
 	}
 	t.Family("tandem_vm_ft_protected", "gauge", "1 when a fault-tolerant VM is protected (its secondary in step).")
 	for _, vm := range vms {
@@ -55,22 +55,14 @@ func (a *Agent) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	t.Family("tandem_volume_size_bytes", "gauge", "A volume's size.")
 	vols := d.Volumes()
 	for _, v := range vols {
-		t.Value("tandem_volume_size_bytes", float64(v.SizeBytes), "volume", v.Name, "primary", a.memberNameOr(v.Primary))
+		t.Value("tandem_volume_size_bytes", float64(v.SizeBytes), "volume", v.Name, "primary", a.memberName(v.Primary))
 	}
 	t.Family("tandem_volume_copy_outdated", "gauge", "1 when a node's copy of a volume is not up to date.")
 	for _, v := range vols {
 		for node, c := range v.Copies {
-			t.Value("tandem_volume_copy_outdated", metrics.Bool(c != directory.CopyUpToDate), "volume", v.Name, "node", a.memberNameOr(node))
+			t.Value("tandem_volume_copy_outdated", metrics.Bool(c != directory.CopyUpToDate), "volume", v.Name, "node", a.memberName(node))
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	_, _ = io.WriteString(w, t.String())
-}
-
-// memberNameOr is a member's name, or its ID if it has none.
-func (a *Agent) memberNameOr(id string) string {
-	if m, ok := a.Directory().Member(id); ok {
-		return m.Name
-	}
-	return id
 }

@@ -87,14 +87,14 @@ type taskFacts struct {
 
 // judgeTask says where a task stands: its state, progress and message.
 func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
-	running := func(p float64, msg string) (string, float64, string) { return directory.TaskRunning, p, msg }
 	done := func(msg string) (string, float64, string) { return directory.TaskDone, 100, msg }
 	failed := func(msg string) (string, float64, string) { return directory.TaskFailed, t.Progress, msg }
 	if t.Kind != "node.maintenance" && !f.vmExists {
 		return failed("the VM was deleted")
 	}
 	vm, rt := f.vm, f.runtime
-	var st directory.Task
+	var progress float64 // where a running task stands, and what it is at
+	var msg string
 	switch t.Kind {
 	case "vm.start":
 		switch {
@@ -105,9 +105,9 @@ func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
 		case rt != nil && rt.Problem != "":
 			return failed(rt.Problem)
 		case rt != nil && rt.State != "" && rt.State != "stopped":
-			st.Progress, st.Message = 50, "QEMU is "+rt.State
+			progress, msg = 50, "QEMU is "+rt.State
 		default:
-			st.Progress, st.Message = 10, "starting"
+			progress, msg = 10, "starting"
 		}
 	case "vm.stop":
 		switch {
@@ -116,7 +116,7 @@ func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
 		case rt != nil && (rt.State == "stopped" || rt.State == ""):
 			return done("stopped")
 		default:
-			st.Progress, st.Message = 50, "shutting down"
+			progress, msg = 50, "shutting down"
 		}
 	case "vm.migrate":
 		switch {
@@ -125,7 +125,7 @@ func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
 		case vm.MigrateTo == "":
 			return failed("the migration ended without moving the VM; see its history")
 		default:
-			st.Progress, st.Message = 50, "copying memory and disks"
+			progress, msg = 50, "copying memory and disks"
 		}
 	case "vm.ft":
 		switch {
@@ -136,12 +136,12 @@ func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
 		case !vm.Running:
 			return failed("the VM stopped")
 		default:
-			st.Message = "syncing"
+			msg = "syncing"
 			if vm.FTReason != "" {
-				st.Message = vm.FTReason
+				msg = vm.FTReason
 			}
 			if rt != nil && rt.FT != nil {
-				st.Progress = rt.FT.Progress * 0.95 // the last 5%: the first checkpoint
+				progress = rt.FT.Progress * 0.95 // the last 5%: the first checkpoint
 			}
 		}
 	case "node.maintenance":
@@ -156,19 +156,19 @@ func judgeTask(t directory.Task, f taskFacts) (string, float64, string) {
 		case !on && f.returning == 0:
 			return done("done")
 		case on:
-			st.Message = fmt.Sprintf("%d VM(s) to move", f.onNode)
-			st.Progress = t.Progress
+			msg = fmt.Sprintf("%d VM(s) to move", f.onNode)
+			progress = t.Progress
 		default:
-			st.Message = fmt.Sprintf("%d VM(s) to move back", f.returning)
-			st.Progress = t.Progress
+			msg = fmt.Sprintf("%d VM(s) to move back", f.returning)
+			progress = t.Progress
 		}
 	default:
 		return failed("unknown task kind " + t.Kind)
 	}
 	if f.now.After(t.Deadline) {
-		return failed(fmt.Sprintf("timed out after %v: %s", t.Deadline.Sub(t.Created).Round(time.Second), st.Message))
+		return failed(fmt.Sprintf("timed out after %v: %s", t.Deadline.Sub(t.Created).Round(time.Second), msg))
 	}
-	return running(st.Progress, st.Message)
+	return directory.TaskRunning, progress, msg
 }
 
 // watchTasks follows the running tasks while this member leads.

@@ -36,6 +36,12 @@ type APIToken struct {
 	Expires time.Time `json:"expires,omitzero"` // zero: until revoked
 }
 
+// Live reports whether the session is still good at now.
+func (s Session) Live(now time.Time) bool { return now.Before(s.Expires) }
+
+// Live reports whether the token is still good at now.
+func (t APIToken) Live(now time.Time) bool { return t.Expires.IsZero() || now.Before(t.Expires) }
+
 // Bounds on what access records the directory keeps: enough for every
 // plausible user, small enough that a login flood cannot bloat it.
 const (
@@ -62,7 +68,7 @@ func (d *Directory) applySessionPut(index uint64, env Envelope) func(SessionPutP
 			return "", fmt.Errorf("session needs an ID, a key and a CSRF token: %w", ErrInvalid)
 		case !ok || u.Disabled:
 			return "", fmt.Errorf("user %s: %w", s.User, ErrRefused)
-		case !s.Expires.After(env.Time):
+		case !s.Live(env.Time):
 			return "", fmt.Errorf("session expires in the past: %w", ErrInvalid)
 		}
 		if _, ok := d.s.Sessions[s.ID]; ok {
@@ -84,7 +90,7 @@ func (d *Directory) applySessionPut(index uint64, env Envelope) func(SessionPutP
 func (d *Directory) pruneSessions(now time.Time, user string) {
 	var mine, all []*Session
 	for id, s := range d.s.Sessions {
-		if !now.Before(s.Expires) {
+		if !s.Live(now) {
 			delete(d.s.Sessions, id)
 			continue
 		}
@@ -138,9 +144,9 @@ func (d *Directory) applyAPITokenPut(index uint64, env Envelope) func(APITokenPu
 			return "", fmt.Errorf("user %s: %w", t.User, ErrRefused)
 		case !ValidRole(t.Role):
 			return "", fmt.Errorf("role %q: want admin, operator or viewer: %w", t.Role, ErrInvalid)
-		case !roleCovers(u.Role, t.Role):
+		case !u.Role.AtLeast(t.Role):
 			return "", fmt.Errorf("a token of %s cannot have the %s role, above the user's %s: %w", t.User, t.Role, u.Role, ErrRefused)
-		case !t.Expires.IsZero() && !t.Expires.After(env.Time):
+		case !t.Live(env.Time):
 			return "", fmt.Errorf("token expires in the past: %w", ErrInvalid)
 		}
 		if err := checkText("token name", t.Name, 64); err != nil {
@@ -150,7 +156,7 @@ func (d *Directory) applyAPITokenPut(index uint64, env Envelope) func(APITokenPu
 			return "", fmt.Errorf("API token %s: %w", t.ID, ErrExists)
 		}
 		for id, old := range d.s.APITokens {
-			if !old.Expires.IsZero() && !env.Time.Before(old.Expires) {
+			if !old.Live(env.Time) {
 				delete(d.s.APITokens, id)
 			}
 		}
@@ -184,12 +190,6 @@ func (d *Directory) endAccess(user string, tokens bool) {
 			delete(d.s.APITokens, id)
 		}
 	}
-}
-
-// roleCovers reports whether a holder of have may grant want.
-func roleCovers(have, want Role) bool {
-	rank := map[Role]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
-	return rank[have] >= rank[want]
 }
 
 // Session returns a session by ID.

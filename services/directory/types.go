@@ -21,6 +21,13 @@ const (
 	RoleViewer   Role = "viewer"   // read only
 )
 
+// AtLeast reports whether r may do what want may: admin over operator
+// over viewer. An unknown role is below every role.
+func (r Role) AtLeast(want Role) bool {
+	rank := map[Role]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
+	return rank[r] >= rank[want] && rank[r] > 0
+}
+
 // ValidRole reports whether r is a known role.
 func ValidRole(r Role) bool { return r == RoleAdmin || r == RoleOperator || r == RoleViewer }
 

@@ -28,7 +28,7 @@ type VM struct {
 	Taps []string // its NICs' taps
 	// BlockStats returns the bytes its disks read and wrote since QEMU
 	// started (QMP query-blockstats).
-	BlockStats func(ctx context.Context) (read, written uint64, err error)
+	BlockStats func() (read, written uint64, err error)
 }
 
 // Config is the sampler's configuration.
@@ -129,21 +129,21 @@ func New(cfg Config) *Sampler {
 func (s *Sampler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
-	s.Sample(ctx, time.Now())
+	s.Sample(time.Now())
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			s.Sample(ctx, now)
+			s.Sample(now)
 		}
 	}
 }
 
 // Sample reads the counters now and, from the second reading on, keeps
 // the sample of the interval since the last.
-func (s *Sampler) Sample(ctx context.Context, now time.Time) {
-	c, err := s.read(ctx, now)
+func (s *Sampler) Sample(now time.Time) {
+	c, err := s.read(now)
 	if err != nil {
 		s.log.Warn("metrics: reading the node's counters", "err", err)
 		return
@@ -227,7 +227,7 @@ func (cfg Config) sample(a, b *counters) Sample {
 }
 
 // read takes every counter.
-func (s *Sampler) read(ctx context.Context, now time.Time) (*counters, error) {
+func (s *Sampler) read(now time.Time) (*counters, error) {
 	c := &counters{at: now, vms: map[string]vmCounters{}}
 	var err error
 	if c.cpuTotal, c.cpuIdle, err = readCPU(filepath.Join(s.cfg.Proc, "stat")); err != nil {
@@ -252,9 +252,7 @@ func (s *Sampler) read(ctx context.Context, now time.Time) (*counters, error) {
 			v.netTx += tx
 		}
 		if vm.BlockStats != nil {
-			qctx, cancel := context.WithTimeout(ctx, time.Second)
-			v.diskRead, v.diskWrite, err = vm.BlockStats(qctx)
-			cancel()
+			v.diskRead, v.diskWrite, err = vm.BlockStats()
 			if err != nil {
 				s.log.Debug("metrics: block stats", "vm", vm.Name, "err", err)
 			}

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,18 +63,18 @@ func TestSample(t *testing.T) {
 	var disk uint64
 	s := New(Config{Identity: func() (string, string) { return "n-a", "node-a" }, Proc: h.proc, Sys: h.sys, Keep: 2, VMs: func() []VM {
 		return []VM{{Name: "web", PID: 4242, CPUs: 2, Taps: []string{"tap-web-0"},
-			BlockStats: func(context.Context) (uint64, uint64, error) { return disk, 2 * disk, nil }}}
+			BlockStats: func() (uint64, uint64, error) { return disk, 2 * disk, nil }}}
 	}})
 	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 	h.set(1000, 1000, 524288, 100, 999, 10, 20, 5, 1000, 50, 100)
-	s.Sample(context.Background(), t0)
+	s.Sample(t0)
 	if _, ok := s.Latest(); ok {
 		t.Fatal("a sample from one reading")
 	}
 	// Two seconds on: 300 of 400 jiffies busy, 10 MiB more written, …
 	h.set(1300, 1100, 262144, 2100, 5000, 4010, 1020, 900, 21480, 5000, 300)
 	disk = 4000
-	s.Sample(context.Background(), t0.Add(2*time.Second))
+	s.Sample(t0.Add(2 * time.Second))
 	got, _ := s.Latest()
 	want := Sample{
 		Node: "n-a", NodeName: "node-a", Time: t0.Add(2 * time.Second),
@@ -92,7 +91,7 @@ func TestSample(t *testing.T) {
 	h.set(1400, 1200, 262144, 2100, 5000, 0, 0, 900, 21480, 5000, 1)
 	h.write(h.proc, "4243/stat", "4243 (qemu) S 1 1 1 0 -1 0 0 0 0 0 1 1 0 0 20 0 3 0 100 1000 10 0 0")
 	s.cfg.VMs = func() []VM { return []VM{{Name: "web", PID: 4243, CPUs: 2}} }
-	s.Sample(context.Background(), t0.Add(4*time.Second))
+	s.Sample(t0.Add(4 * time.Second))
 	got, _ = s.Latest()
 	if got.VMs[0].CPUPct != 0 || got.VMs[0].NetRxBps != 0 {
 		t.Errorf("a new QEMU's first sample: %+v", got.VMs[0])
@@ -129,8 +128,8 @@ func TestReadersRefuseGarbage(t *testing.T) {
 		t.Error("a truncated process stat")
 	}
 	s := New(Config{Proc: h.proc, Sys: h.sys})
-	s.Sample(context.Background(), time.Now())
-	s.Sample(context.Background(), time.Now())
+	s.Sample(time.Now())
+	s.Sample(time.Now())
 	if _, ok := s.Latest(); ok {
 		t.Error("a sample from unreadable counters")
 	}

@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"context"
 	"maps"
 	"net/http"
 	"time"
@@ -55,7 +54,7 @@ func (m *Manager) newSampler() *metrics.Sampler {
 }
 
 // blockStats sums what the VM's disks read and wrote.
-func (in *instance) blockStats(ctx context.Context) (read, written uint64, err error) {
+func (in *instance) blockStats() (read, written uint64, err error) {
 	stats, err := in.raw.QueryBlockstats(nil)
 	if err != nil {
 		return 0, 0, err
