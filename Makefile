@@ -56,7 +56,7 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover bench-storage bench-ha bench-ft bench-api
+.PHONY: bench-failover bench-storage bench-ha bench-ft bench-api bench-dhcp
 bench-failover: deps
 	scripts/bench-failover
 bench-storage: deps
@@ -67,3 +67,5 @@ bench-ft: deps
 	scripts/bench-ft
 bench-api: deps
 	scripts/bench-api
+bench-dhcp: deps
+	scripts/bench-dhcp

@@ -13,8 +13,12 @@ packages=(
 	# tests and the virtual box: network namespaces, firewalls,
 	# reachability, the site's DHCP server
 	iproute2 iputils-ping nftables dnsmasq-base
-	# real DHCP clients for the provisioning network's tests
-	busybox isc-dhcp-client
+	# real DHCP clients for the provisioning network's tests; the DHCP
+	# benchmark's load generator (perfdhcp) and reference server (Kea)
+	busybox isc-dhcp-client kea-admin kea-dhcp4-server
+	# what new nodes boot and install: iPXE for PXE ROMs that are not
+	# iPXE, GRUB for BIOS machines
+	ipxe grub-pc-bin
 	# the storage benchmark's client (fio with its nbd engine)
 	fio
 	# the web console's browser tests: Debian's chromium, and a font with

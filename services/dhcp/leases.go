@@ -7,6 +7,8 @@
 package dhcp
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,19 +37,30 @@ var ErrExhausted = errors.New("no free address in the range")
 const declineHold = 10 * time.Minute
 
 // Leases hands out the addresses of a range: a MAC's reservation first,
-// then the address it had, then the one it asks for, then the first free
-// one. Offers are held briefly; a lease is recorded (and saved) on ACK.
+// then the address it had, then the one it asks for, then the next free
+// one after the last handed out. Offers are held briefly; a lease is
+// recorded (and saved) on ACK.
+//
+// Leases are saved as a journal, one JSON line per change, like Kea's
+// memfile: an ACK costs one short append however many leases there are.
+// The journal is rewritten with only the live leases when it has grown
+// to twice their number.
 type Leases struct {
-	mu       sync.Mutex
-	start    netip.Addr
-	end      netip.Addr
-	reserved map[string]netip.Addr // by MAC
-	byMAC    map[string]*Lease
-	byIP     map[netip.Addr]*Lease
-	offers   map[netip.Addr]offer
-	declined map[netip.Addr]time.Time
-	file     string // where leases are saved ("": not saved)
-	now      func() time.Time
+	mu         sync.Mutex
+	start      netip.Addr
+	end        netip.Addr
+	reserved   map[string]netip.Addr // by MAC
+	reservedIP map[netip.Addr]string // the same, by address
+	byMAC      map[string]*Lease
+	byIP       map[netip.Addr]*Lease
+	offers     map[netip.Addr]offer
+	declined   map[netip.Addr]time.Time
+	next       netip.Addr // where the search for a free address starts
+	now        func() time.Time
+
+	file    string   // the journal ("": not saved)
+	journal *os.File // open for appending
+	lines   int      // lines in the journal
 }
 
 type offer struct {
@@ -55,8 +68,8 @@ type offer struct {
 	until time.Time
 }
 
-// NewLeases makes the lease table of [start, end], loading file if it
-// exists. Reservations may lie outside the range.
+// NewLeases makes the lease table of [start, end], loading the journal
+// file if it exists. Reservations may lie outside the range.
 func NewLeases(start, end netip.Addr, reserved map[string]netip.Addr, file string, now func() time.Time) (*Leases, error) {
 	if !start.Is4() || !end.Is4() || end.Less(start) {
 		return nil, fmt.Errorf("dhcp: range %v-%v: want two IPv4 addresses, the first not above the second", start, end)
@@ -64,36 +77,82 @@ func NewLeases(start, end netip.Addr, reserved map[string]netip.Addr, file strin
 	if now == nil {
 		now = time.Now
 	}
-	l := &Leases{start: start, end: end, reserved: map[string]netip.Addr{}, byMAC: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{},
-		offers: map[netip.Addr]offer{}, declined: map[netip.Addr]time.Time{}, file: file, now: now}
+	l := &Leases{start: start, end: end, reserved: map[string]netip.Addr{}, reservedIP: map[netip.Addr]string{},
+		byMAC: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{},
+		offers: map[netip.Addr]offer{}, declined: map[netip.Addr]time.Time{}, next: start, file: file, now: now}
 	for mac, ip := range reserved {
 		hw, err := net.ParseMAC(mac)
 		if err != nil || !ip.Is4() {
 			return nil, fmt.Errorf("dhcp: reservation %s -> %v: want a MAC and an IPv4 address", mac, ip)
 		}
+		if other, ok := l.reservedIP[ip]; ok {
+			return nil, fmt.Errorf("dhcp: %v is reserved for both %s and %s", ip, other, hw)
+		}
 		l.reserved[hw.String()] = ip
+		l.reservedIP[ip] = hw.String()
 	}
 	if file == "" {
 		return l, nil
 	}
-	b, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		return l, nil
+	if err := l.load(); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("dhcp: leases: %w", err)
-	}
-	var saved []Lease
-	if err := json.Unmarshal(b, &saved); err != nil {
-		return nil, fmt.Errorf("dhcp: leases in %s: %w", file, err)
-	}
-	for _, s := range saved {
-		if s.Expires.After(now()) {
-			s := s
-			l.byMAC[s.MAC], l.byIP[s.IP] = &s, &s
-		}
+	// Start from a compact journal: only the live leases.
+	if err := l.compactLocked(); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// load replays the journal. A lease line with an expiry in the past
+// (a release) removes the MAC's lease. A torn last line (a crash in the
+// middle of an append) is skipped; any other bad line is an error.
+func (l *Leases) load() error {
+	f, err := os.Open(l.file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dhcp: leases: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	line, torn := 0, 0
+	for sc.Scan() {
+		line++
+		if torn > 0 {
+			return fmt.Errorf("dhcp: leases in %s: line %d does not parse", l.file, torn)
+		}
+		var le Lease
+		if err := json.Unmarshal(sc.Bytes(), &le); err != nil {
+			torn = line
+			continue
+		}
+		if old, ok := l.byMAC[le.MAC]; ok {
+			delete(l.byIP, old.IP)
+			delete(l.byMAC, le.MAC)
+		}
+		if le.Expires.After(l.now()) {
+			le := le
+			l.byMAC[le.MAC], l.byIP[le.IP] = &le, &le
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("dhcp: leases in %s: %w", l.file, err)
+	}
+	return nil
+}
+
+// Close closes the journal.
+func (l *Leases) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.journal == nil {
+		return nil
+	}
+	err := l.journal.Close()
+	l.journal = nil
+	return err
 }
 
 // Offer picks the address to offer mac, holding it for a while.
@@ -119,14 +178,27 @@ func (l *Leases) pick(mac string, requested netip.Addr, now time.Time) (netip.Ad
 	if requested.IsValid() && l.free(requested, mac, now) {
 		return requested, nil
 	}
-	for ip := l.start; ; ip = ip.Next() {
+	// From the address after the last one handed out, round the range
+	// once: each address is looked at once per lap, not once per client.
+	ip := l.next
+	for {
 		if l.free(ip, mac, now) {
+			l.next = l.after(ip)
 			return ip, nil
 		}
-		if ip == l.end {
+		ip = l.after(ip)
+		if ip == l.next {
 			return netip.Addr{}, ErrExhausted
 		}
 	}
+}
+
+// after is the range's address after ip, the first after the last.
+func (l *Leases) after(ip netip.Addr) netip.Addr {
+	if ip == l.end {
+		return l.start
+	}
+	return ip.Next()
 }
 
 // free reports whether ip may go to mac now.
@@ -134,19 +206,25 @@ func (l *Leases) free(ip netip.Addr, mac string, now time.Time) bool {
 	if !ip.Is4() || ip.Less(l.start) || l.end.Less(ip) {
 		return false
 	}
-	if until, ok := l.declined[ip]; ok && until.After(now) {
-		return false
-	}
-	for m, r := range l.reserved {
-		if r == ip && m != mac {
+	if until, ok := l.declined[ip]; ok {
+		if until.After(now) {
 			return false
 		}
+		delete(l.declined, ip)
+	}
+	if m, ok := l.reservedIP[ip]; ok && m != mac {
+		return false
 	}
 	if le, ok := l.byIP[ip]; ok && le.Expires.After(now) && le.MAC != mac {
 		return false
 	}
-	if o, ok := l.offers[ip]; ok && o.until.After(now) && o.mac != mac {
-		return false
+	if o, ok := l.offers[ip]; ok {
+		if o.until.After(now) && o.mac != mac {
+			return false
+		}
+		if !o.until.After(now) {
+			delete(l.offers, ip)
+		}
 	}
 	return true
 }
@@ -169,7 +247,7 @@ func (l *Leases) Ack(mac string, ip netip.Addr, d time.Duration, host string) (L
 	le := &Lease{MAC: mac, IP: ip, Expires: now.Add(d), Host: host}
 	l.byMAC[mac], l.byIP[ip] = le, le
 	delete(l.offers, ip)
-	return *le, l.saveLocked()
+	return *le, l.appendLocked(*le)
 }
 
 // Release ends mac's lease of ip.
@@ -180,9 +258,7 @@ func (l *Leases) Release(mac string, ip netip.Addr) error {
 	if !ok || le.IP != ip {
 		return nil
 	}
-	delete(l.byMAC, mac)
-	delete(l.byIP, ip)
-	return l.saveLocked()
+	return l.endLocked(le)
 }
 
 // Decline keeps ip out of use for a while: the client found it taken.
@@ -191,11 +267,16 @@ func (l *Leases) Decline(mac string, ip netip.Addr) error {
 	defer l.mu.Unlock()
 	l.declined[ip] = l.now().Add(declineHold)
 	if le, ok := l.byMAC[mac]; ok && le.IP == ip {
-		delete(l.byMAC, mac)
-		delete(l.byIP, ip)
-		return l.saveLocked()
+		return l.endLocked(le)
 	}
 	return nil
+}
+
+// endLocked removes a lease and journals its end.
+func (l *Leases) endLocked(le *Lease) error {
+	delete(l.byMAC, le.MAC)
+	delete(l.byIP, le.IP)
+	return l.appendLocked(Lease{MAC: le.MAC, IP: le.IP})
 }
 
 // Lease returns mac's current lease.
@@ -228,24 +309,57 @@ func (l *Leases) currentLocked() []Lease {
 	return out
 }
 
-// saveLocked writes the current leases, atomically.
-func (l *Leases) saveLocked() error {
+// appendLocked journals one change, and compacts the journal when it
+// has grown to twice the live leases.
+func (l *Leases) appendLocked(le Lease) error {
 	if l.file == "" {
 		return nil
 	}
-	b, err := json.MarshalIndent(l.currentLocked(), "", "  ")
+	if l.lines > 2*len(l.byMAC)+64 {
+		return l.compactLocked()
+	}
+	b, err := json.Marshal(le)
 	if err != nil {
 		return err
+	}
+	if l.journal == nil {
+		if l.journal, err = os.OpenFile(l.file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("dhcp: save leases: %w", err)
+		}
+	}
+	if _, err := l.journal.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("dhcp: save leases: %w", err)
+	}
+	l.lines++
+	return nil
+}
+
+// compactLocked rewrites the journal with the live leases only,
+// atomically (a new file renamed over the old).
+func (l *Leases) compactLocked() error {
+	var buf bytes.Buffer
+	live := l.currentLocked()
+	for _, le := range live {
+		b, err := json.Marshal(le)
+		if err != nil {
+			return err
+		}
+		buf.Write(append(b, '\n'))
 	}
 	if err := os.MkdirAll(filepath.Dir(l.file), 0o700); err != nil {
 		return fmt.Errorf("dhcp: save leases: %w", err)
 	}
 	tmp := l.file + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("dhcp: save leases: %w", err)
+	}
+	if l.journal != nil {
+		l.journal.Close()
+		l.journal = nil
 	}
 	if err := os.Rename(tmp, l.file); err != nil {
 		return fmt.Errorf("dhcp: save leases: %w", err)
 	}
+	l.lines = len(live)
 	return nil
 }
