@@ -3,7 +3,7 @@
 //
 //	images/out/vmlinuz             the pinned Debian kernel
 //	images/out/initramfs.cpio.zst  u-root busybox: u-root commands, Tandem's, QEMU, modules
-//	images/out/disk.img            raw GPT disk (ESP with GRUB, slot A, slot B, data) for UEFI
+//	images/out/disk.img            raw GPT disk (ESP with GRUB, slot A, slot B, data) for UEFI and BIOS
 //	images/out/pxe/                kernel, initramfs and boot.ipxe for network boot
 //
 // It prints the sizes and the build time at the end.
@@ -13,12 +13,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tandemhci/tandem/board"
+	"github.com/tandemhci/tandem/images/disklayout"
 	"github.com/tandemhci/tandem/initramfs/settings"
 )
 
@@ -135,6 +137,12 @@ func build(boardName, out, cache, version string) error {
 		}
 	}
 	log("test guest built: %s", guest)
+	// GRUB for both firmware types, in the image too: the installer
+	// writes new nodes' disks with the loaders the image carries.
+	if err := bootLoaders(filepath.Join(stage, disklayout.BootDir)); err != nil {
+		return err
+	}
+	log("GRUB built for UEFI and BIOS")
 	nq, err := stageQEMUData(stage)
 	if err != nil {
 		return err
@@ -164,12 +172,14 @@ func build(boardName, out, cache, version string) error {
 		return err
 	}
 
-	efi := filepath.Join(cache, "BOOTX64.EFI")
-	if err := buildEFILoader(efi); err != nil {
-		return err
-	}
+	boot := filepath.Join(stage, disklayout.BootDir)
 	diskImg := filepath.Join(out, "disk.img")
-	if err := buildDisk(diskImg, b, kernel, initramfs, version, efi); err != nil {
+	if err := buildDisk(diskImg, disklayout.System{
+		Kernel: kernel, Initramfs: initramfs, Version: version, Board: b,
+		EFILoader: filepath.Join(boot, path.Base(disklayout.BootEFI)),
+		BIOSCore:  filepath.Join(boot, path.Base(disklayout.BootBIOSCore)),
+		BIOSBoot:  filepath.Join(boot, path.Base(disklayout.BootBIOSMBR)),
+	}); err != nil {
 		return err
 	}
 	log("disk image written")
