@@ -7,7 +7,6 @@ import (
 	"path"
 	"path/filepath"
 
-
 	"github.com/tandemhci/tandem/board"
 	"github.com/tandemhci/tandem/images/disklayout"
 )
