@@ -81,6 +81,10 @@ func (d *Directory) apply(index uint64, t Type, env Envelope) (*Event, error) {
 		target, err = withPayload(env, d.applyAPITokenDelete(index, env))
 	case TypeTaskPut:
 		target, err = withPayload(env, d.applyTaskPut(index, env))
+	case TypeProvisioning:
+		target, err = withPayload(env, d.applyProvisioningSet(index, env))
+	case TypeMachine:
+		target, err = withPayload(env, d.applyMachine(index, env))
 	default:
 		if t&IgnoreUnknown != 0 {
 			return nil, nil // a newer member's optional command
@@ -290,6 +294,9 @@ func (d *Directory) applyMemberJoin(index uint64, env Envelope) func(MemberJoinP
 		d.s.Nonces[p.Nonce] = p.NonceExpires
 		m.Joined, m.Updated = env.Time, env.Time
 		d.s.Members[m.ID] = &m
+		if m.Role == MemberNode {
+			d.machineJoined(m.Name, env.Time)
+		}
 		detail := m.Role + " " + m.ID
 		if p.Replaces != "" {
 			detail += ", replacing " + p.Replaces

@@ -49,6 +49,8 @@ const (
 	TypeAPITokenPut   Type = 29 // a new API token
 	TypeAPITokenDel   Type = 30 // an API token revoked
 	TypeTaskPut       Type = 31 // a long operation starts, progresses or ends
+	TypeProvisioning  Type = 32 // the provisioning network's plan, and its switch
+	TypeMachine       Type = 33 // a machine on the provisioning network: PXE, report, approval, steps
 )
 
 // Envelope is what every command carries besides its payload.
@@ -199,6 +201,7 @@ func (t Type) String() string {
 		TypeVolumePut: "volume.put", TypeVolumeDelete: "volume.delete", TypeVolumePrimary: "volume.primary", TypeVolumeCopy: "volume.copy", TypeMaintenance: "member.maintenance",
 		TypeVolumeCloned: "volume.cloned", TypeVMFT: "vm.ft", TypeSessionPut: "session.put", TypeSessionDelete: "session.delete",
 		TypeAPITokenPut: "api-token.put", TypeAPITokenDel: "api-token.delete", TypeTaskPut: "task.put",
+		TypeProvisioning: "provisioning.set", TypeMachine: "machine",
 	}
 	if n, ok := names[t]; ok {
 		return n

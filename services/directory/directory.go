@@ -52,6 +52,9 @@ type state struct {
 	Sessions  map[string]*Session   `json:"sessions"`
 	APITokens map[string]*APIToken  `json:"api_tokens"`
 	Tasks     map[string]*Task      `json:"tasks"`
+	// Provisioning: the plan, and the machines on the network by MAC.
+	Provisioning *Provisioning       `json:"provisioning,omitempty"`
+	Machines     map[string]*Machine `json:"machines"`
 	// Idempotency: the keyed creates of the last day, by actor and key.
 	Idempotency map[string]IdempotentWrite `json:"idempotency"`
 	Nonces      map[string]time.Time       `json:"nonces"` // used join nonces, until they expire
@@ -81,6 +84,7 @@ func (s *state) fillNil() {
 	fill(&s.Idempotency)
 	fill(&s.Tasks)
 	fill(&s.Nonces)
+	fill(&s.Machines)
 }
 
 func fill[K comparable, V any](m *map[K]V) {
@@ -106,6 +110,7 @@ func (s *state) clone() *state {
 	c.Idempotency = cloneMap(s.Idempotency)
 	c.Tasks = cloneMap(s.Tasks)
 	c.Nonces = cloneMap(s.Nonces)
+	c.Machines = cloneMap(s.Machines)
 	c.Audit = s.Audit[:len(s.Audit):len(s.Audit)] // appends copy; the prefix never changes
 	return &c
 }
