@@ -29,6 +29,9 @@ const (
 	Admin    Access = "admin"    // admins
 	Member   Access = "member"   // cluster members only (their certificate); internal
 	Local    Access = "local"    // this node's services, on its socket; internal
+	// Installer is a machine's installer on the provisioning network: no
+	// user, but the key it reported (its handlers check it); internal.
+	Installer Access = "installer"
 )
 
 // Param is a query parameter.
@@ -61,7 +64,9 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 
 // Internal reports whether the route is for members and services, not
 // users: the document lists it apart.
-func (r Route) Internal() bool { return r.Access == Member || r.Access == Local }
+func (r Route) Internal() bool {
+	return r.Access == Member || r.Access == Local || r.Access == Installer
+}
 
 // SuccessStatus is the status a successful call answers.
 func (r Route) SuccessStatus() int {
@@ -111,8 +116,11 @@ func Document(title, version string, routes []Route) map[string]any {
 		}
 		if r.Access != Public && r.Access != Local {
 			op["security"] = []map[string][]string{{"session": {}}, {"token": {}}, {"basic": {}}}
-			if r.Access == Member {
+			switch r.Access {
+			case Member:
 				op["security"] = []map[string][]string{{"member": {}}}
+			case Installer:
+				op["security"] = []map[string][]string{{"installer": {}}}
 			}
 		} else {
 			op["security"] = []map[string][]string{}
@@ -162,6 +170,8 @@ func Document(title, version string, routes []Route) map[string]any {
 				"token":   map[string]any{"type": "http", "scheme": "bearer", "description": "an API token, tdm_<id>_<secret>"},
 				"basic":   map[string]any{"type": "http", "scheme": "basic"},
 				"member":  map[string]any{"type": "mutualTLS", "description": "a cluster member's certificate"},
+				"installer": map[string]any{"type": "apiKey", "in": "header", "name": "X-Tandem-Machine-Key",
+					"description": "the key a machine's installer made at boot and reported the hash of"},
 			},
 		},
 	}

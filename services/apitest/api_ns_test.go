@@ -224,7 +224,7 @@ func TestAPI(t *testing.T) {
 
 	t.Run("authorization matrix", func(t *testing.T) {
 		for _, op := range ops {
-			if op.access == "public" || op.internal && op.access == "local" {
+			if op.access == "public" || op.internal && (op.access == "local" || op.access == "installer") {
 				continue
 			}
 			path := op.concretePath()
@@ -531,6 +531,84 @@ func TestAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("provisioning", func(t *testing.T) {
+		const mac = "52:54:00:9a:00:01"
+		key := strings.Repeat("k", 40)
+		report := []byte(`{"mac":"` + mac + `","address":"192.168.77.100","inventory":{"cpus":2,"memory_bytes":2147483648,"firmware":"uefi","disks":[{"name":"vda","size_bytes":8589934592}],"nics":[{"name":"eth0","mac":"` + mac + `","link":true}]}}`)
+		installer := func(method, path string, body []byte, k string) answer {
+			return x.call(method, path, anonymous, body, cluster.HeaderMachineKey, k)
+		}
+		if a := installer("POST", "/api/v1/provisioning/installer/report", report, key); a.status != http.StatusForbidden || !strings.Contains(string(a.body), "provisioning is off") {
+			t.Errorf("a report while provisioning is off: %v", a)
+		}
+		bad := map[string]any{"enabled": true, "node": "node-a", "mode": "dhcp", "address": "192.168.77.1/24", "range_start": "192.168.77.100", "range_end": "192.168.78.9"}
+		if a := x.call("PUT", "/api/v1/provisioning", admin, mustJSON(bad)); a.status != 400 || !strings.Contains(string(a.body), `"field":"range_end"`) {
+			t.Errorf("a range outside the network: %v", a)
+		}
+		bad["range_end"], bad["node"] = "192.168.77.199", "node-z"
+		if a := x.call("PUT", "/api/v1/provisioning", admin, mustJSON(bad)); a.status != 400 || !strings.Contains(string(a.body), `"field":"node"`) {
+			t.Errorf("an unknown serving node: %v", a)
+		}
+		bad["node"] = "node-a"
+		x.must("PUT", "/api/v1/provisioning", admin, bad, nil, http.StatusOK)
+		if a := x.call("PUT", "/api/v1/provisioning", operator, mustJSON(bad)); a.status != http.StatusForbidden {
+			t.Errorf("an operator set provisioning: %v", a)
+		}
+		if a := installer("POST", "/api/v1/provisioning/installer/report", report, "short"); a.status != http.StatusForbidden {
+			t.Errorf("a report without a proper key: %v", a)
+		}
+		if a := installer("POST", "/api/v1/provisioning/installer/report", []byte(`{"mac":"nope","inventory":{}}`), key); a.status != 400 {
+			t.Errorf("a report with a bad MAC: %v", a)
+		}
+		var plan cluster.InstallPlan
+		a := installer("POST", "/api/v1/provisioning/installer/report", report, key)
+		if err := json.Unmarshal(a.body, &plan); a.status != 200 || err != nil || plan.State != "discovered" || plan.Token != "" {
+			t.Fatalf("report: %v", a)
+		}
+		var ms []cluster.MachineView
+		x.must("GET", "/api/v1/provisioning/machines", admin, nil, &ms, http.StatusOK)
+		if len(ms) != 1 || ms[0].State != "discovered" || ms[0].KeyHash != "" || ms[0].Inventory == nil || ms[0].Inventory.CPUs != 2 {
+			t.Errorf("machines: %+v", ms)
+		}
+		if a := x.call("POST", "/api/v1/provisioning/machines/"+mac+"/approve", admin, []byte(`{"name":"node a"}`)); a.status != 400 {
+			t.Errorf("approval as a bad name: %v", a)
+		}
+		x.must("POST", "/api/v1/provisioning/machines/"+mac+"/approve", admin, map[string]string{"name": "node-c"}, nil, http.StatusOK)
+		a = installer("GET", "/api/v1/provisioning/installer/plan?mac="+mac, nil, key)
+		if err := json.Unmarshal(a.body, &plan); err != nil || plan.State != "approved" || plan.Token == "" || plan.Name != "node-c" || len(plan.Peers) == 0 {
+			t.Errorf("plan once approved: %v", a)
+		}
+		if a := installer("GET", "/api/v1/provisioning/installer/plan?mac="+mac, nil, strings.Repeat("x", 40)); a.status != http.StatusForbidden {
+			t.Errorf("another key asked for the plan: %v", a)
+		}
+		step := func(name, state, errText string) answer {
+			return installer("POST", "/api/v1/provisioning/installer/step", mustJSON(map[string]string{"mac": mac, "step": name, "state": state, "error": errText}), key)
+		}
+		if a := step("join", "done", ""); a.status != 400 {
+			t.Errorf("the installer reported the join: %v", a)
+		}
+		for _, st := range []string{"running", "done"} {
+			if a := step("disk", st, ""); a.status != 200 {
+				t.Fatalf("disk %s: %v", st, a)
+			}
+		}
+		if a := step("download", "failed", "unexpected EOF"); a.status != 200 {
+			t.Fatalf("download failed: %v", a)
+		}
+		var m cluster.MachineView
+		x.must("GET", "/api/v1/provisioning/machines/"+mac, admin, nil, &m, http.StatusOK)
+		if m.State != "failed" || !strings.Contains(m.Error, "unexpected EOF") {
+			t.Errorf("after a failed step: %s %q", m.State, m.Error)
+		}
+		x.must("POST", "/api/v1/provisioning/machines/"+mac+"/retry", admin, nil, &m, http.StatusOK)
+		if m.State != "approved" {
+			t.Errorf("after retry: %s", m.State)
+		}
+		x.must("DELETE", "/api/v1/provisioning/machines/"+mac, admin, nil, nil, http.StatusNoContent)
+		bad["enabled"] = false
+		x.must("PUT", "/api/v1/provisioning", admin, bad, nil, http.StatusOK)
+	})
+
 	t.Run("events websocket", func(t *testing.T) {
 		s := x.login(x.c.Admin, x.c.Password)
 		dial := func(origin string) (*websocket.Conn, *http.Response, error) {
@@ -606,4 +684,12 @@ func TestAPI(t *testing.T) {
 			}
 		}
 	})
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

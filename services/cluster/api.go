@@ -185,10 +185,13 @@ func fieldError(field, msg string) error { return &fieldErr{field, msg} }
 // apiError writes err with the status it deserves.
 func apiError(w http.ResponseWriter, err error) {
 	var fe *fieldErr
+	var dfe *directory.FieldError
 	var refused *refusedError
 	switch {
 	case errors.As(err, &fe):
 		frontdoor.WriteJSON(w, http.StatusBadRequest, frontdoor.ErrorBody{Error: frontdoor.ErrorDetail{Code: "invalid", Message: err.Error(), Field: fe.field}})
+	case errors.As(err, &dfe) && errors.Is(err, directory.ErrInvalid):
+		frontdoor.WriteJSON(w, http.StatusBadRequest, frontdoor.ErrorBody{Error: frontdoor.ErrorDetail{Code: "invalid", Message: err.Error(), Field: dfe.Field}})
 	case errors.As(err, &refused), errors.Is(err, directory.ErrRefused), errors.Is(err, ErrBadSetupCode):
 		frontdoor.WriteError(w, http.StatusForbidden, "refused", err.Error())
 	case errors.Is(err, directory.ErrNotFound):

@@ -47,6 +47,10 @@ type LocalView struct {
 	Members    []directory.Member `json:"members"`
 	Volumes    []directory.Volume `json:"volumes"`
 	VMs        []directory.VM     `json:"vms"`
+	// The provisioning plan (nil: never set) and the cluster CA's
+	// fingerprint, which the installers it boots pin.
+	Provisioning  *directory.Provisioning `json:"provisioning,omitempty"`
+	CAFingerprint string                  `json:"ca_fingerprint,omitempty"`
 }
 
 // Principal is an authenticated user, as the local API reports it.
@@ -92,6 +96,12 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 	d := a.Directory()
 	view := LocalView{Index: d.AppliedIndex(), Self: a.id.ID, Members: d.Members(), Volumes: d.Volumes(), VMs: d.VMs()}
 	view.FenceAfter = a.fenceAfter()
+	if p, ok := d.Provisioning(); ok {
+		view.Provisioning = &p
+	}
+	if c, ok := d.Cluster(); ok {
+		view.CAFingerprint = c.CAFingerprint
+	}
 	if rf := a.r(); rf != nil {
 		view.InCluster = true
 		switch {

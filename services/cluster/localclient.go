@@ -109,6 +109,12 @@ func (l *LocalClient) View(ctx context.Context, after uint64, wait time.Duration
 	return v, err
 }
 
+// PXE records, as this node (the provisioning network's server), a PXE
+// boot it answered or refused.
+func (l *LocalClient) PXE(ctx context.Context, p PXEReport) error {
+	return l.do(ctx, http.MethodPost, "/local/v1/machines/pxe", nil, p, nil)
+}
+
 // VolumeCloned records, as this node (the clone's primary), that the
 // clone's data is in.
 func (l *LocalClient) VolumeCloned(ctx context.Context, p directory.VolumeClonedPayload) error {

@@ -26,7 +26,7 @@ func (a *Agent) routes() []apidoc.Route {
 		R = apidoc.Route
 		P = apidoc.Param
 	)
-	public, viewer, operator, admin, member, local := apidoc.Public, apidoc.Viewer, apidoc.Operator, apidoc.Admin, apidoc.Member, apidoc.Local
+	public, viewer, operator, admin, member, local, installer := apidoc.Public, apidoc.Viewer, apidoc.Operator, apidoc.Admin, apidoc.Member, apidoc.Local, apidoc.Installer
 	stale := P{Name: "stale", Type: "integer", Description: "1: answer from this member's copy, without asking the leader"}
 	paged := []P{{Name: "limit", Type: "integer", Description: "items per page (1-1000)"}, {Name: "offset", Type: "integer", Description: "first item"}, stale}
 	volumeCopy := proposedBy[directory.VolumeCopyPayload](a, directory.TypeVolumeCopy)
@@ -105,6 +105,20 @@ func (a *Agent) routes() []apidoc.Route {
 		{Method: "POST", Path: "/api/v1/vms/{name}/stop", Access: operator, Summary: "Stop a VM (ACPI, or force)", Request: StopRequest{}, Response: directory.VM{}, Handler: a.leaderOnly(a.handleStopVM)},
 		{Method: "POST", Path: "/api/v1/vms/{name}/migrate", Access: operator, Summary: "Live-migrate a VM to another node", Request: MigrateRequest{}, Response: directory.VM{}, Status: http.StatusAccepted, Handler: a.leaderOnly(a.handleMigrateVM)},
 
+		// Provisioning: the network's plan, the machines on it and their
+		// install sequences; the installer's own endpoints (authorised by
+		// the key it reported, and only while provisioning is on).
+		{Method: "GET", Path: "/api/v1/provisioning", Access: admin, Summary: "The provisioning network's plan, and whether it is on", Query: []P{stale}, Response: directory.Provisioning{}, Handler: a.read(a.handleGetProvisioning)},
+		{Method: "PUT", Path: "/api/v1/provisioning", Access: admin, Summary: "Set the provisioning network's plan; switch it on or off", Request: directory.Provisioning{}, Response: directory.Provisioning{}, Handler: a.leaderOnly(a.handlePutProvisioning)},
+		{Method: "GET", Path: "/api/v1/provisioning/machines", Access: viewer, Summary: "Machines on the provisioning network: hardware, state, install sequence", Query: paged, Response: []MachineView{}, Handler: a.read(a.handleMachines)},
+		{Method: "GET", Path: "/api/v1/provisioning/machines/{mac}", Access: viewer, Summary: "A machine and its install sequence", Query: []P{stale}, Response: MachineView{}, Handler: a.read(a.handleMachine)},
+		{Method: "POST", Path: "/api/v1/provisioning/machines/{mac}/approve", Access: admin, Summary: "Approve a discovered machine: it is installed and joins as the named node", Request: ApproveRequest{}, Response: MachineView{}, Handler: a.leaderOnly(a.handleApproveMachine)},
+		{Method: "POST", Path: "/api/v1/provisioning/machines/{mac}/retry", Access: admin, Summary: "Retry a failed install from its failed step", Response: MachineView{}, Handler: a.leaderOnly(a.handleRetryMachine)},
+		{Method: "DELETE", Path: "/api/v1/provisioning/machines/{mac}", Access: admin, Summary: "Forget a machine", Handler: a.leaderOnly(a.handleForgetMachine)},
+		{Method: "POST", Path: "/api/v1/provisioning/installer/report", Access: installer, Summary: "An installer reports its machine's hardware (with its key in " + HeaderMachineKey + ")", Request: InstallerReport{}, Response: InstallPlan{}, Handler: a.leaderOnly(a.handleInstallerReport)},
+		{Method: "GET", Path: "/api/v1/provisioning/installer/plan", Access: installer, Summary: "An installer asks whether it may go on, and with what", Query: []P{{Name: "mac", Description: "the machine's MAC"}}, Response: InstallPlan{}, Handler: a.leaderOnly(a.handleInstallerPlan)},
+		{Method: "POST", Path: "/api/v1/provisioning/installer/step", Access: installer, Summary: "An installer reports a step of its install", Request: InstallerStep{}, Response: InstallPlan{}, Handler: a.leaderOnly(a.handleInstallerStep)},
+
 		// Members only.
 		{Method: "POST", Path: "/api/v1/cluster/members/self", Access: member, Summary: "A member updates its own record", Request: directory.MemberUpdatePayload{}, Handler: a.leaderOnly(a.handleMemberSelf)},
 		{Method: "GET", Path: "/api/v1/cluster/members/self", Access: member, Summary: "This member's raft state", Response: MemberState{}, Handler: a.handleMemberState},
@@ -114,6 +128,7 @@ func (a *Agent) routes() []apidoc.Route {
 		{Method: "POST", Path: "/api/v1/cluster/vms/moved", Access: member, Summary: "A node records a finished migration", Request: VMMoved{}, Handler: a.leaderOnly(asCallingMember(a.vmMovedBy))},
 		{Method: "POST", Path: "/api/v1/cluster/vms/ft", Access: member, Summary: "A node records a change of a VM's fault tolerance", Request: directory.VMFTPayload{}, Handler: a.leaderOnly(asCallingMember(vmFT))},
 		{Method: "POST", Path: "/api/v1/cluster/volumes/primary-here", Access: member, Summary: "A node takes a volume's primary role", Request: PrimaryHere{}, Handler: a.leaderOnly(asCallingMember(a.primaryFor))},
+		{Method: "POST", Path: "/api/v1/cluster/machines/pxe", Access: member, Summary: "The provisioning server records a PXE boot it answered or refused", Request: PXEReport{}, Handler: a.leaderOnly(asCallingMember(a.pxeBy))},
 		{Method: "POST", Path: "/api/v1/cluster/audit", Access: member, Summary: "A member records a refusal through the leader", Request: auditRequest{}, Handler: a.leaderOnly(a.handleAuditWrite)},
 
 		// This node's services, on the socket only.
@@ -124,6 +139,7 @@ func (a *Agent) routes() []apidoc.Route {
 		{Method: "POST", Path: "/local/v1/vms/stopped", Access: local, Request: VMStopped{}, Handler: asThisMember(a, "/api/v1/cluster/vms/stopped", a.vmStoppedBy)},
 		{Method: "POST", Path: "/local/v1/vms/moved", Access: local, Request: VMMoved{}, Handler: asThisMember(a, "/api/v1/cluster/vms/moved", a.vmMovedBy)},
 		{Method: "POST", Path: "/local/v1/vms/ft", Access: local, Request: directory.VMFTPayload{}, Handler: asThisMember(a, "/api/v1/cluster/vms/ft", vmFT)},
+		{Method: "POST", Path: "/local/v1/machines/pxe", Access: local, Request: PXEReport{}, Handler: asThisMember(a, "/api/v1/cluster/machines/pxe", a.pxeBy)},
 		{Method: "GET", Path: "/local/v1/whoami", Access: local, Response: Principal{}, Handler: a.handleLocalWhoami},
 	}
 }
