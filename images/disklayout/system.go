@@ -46,19 +46,23 @@ type System struct {
 // Wipe zeroes the first and last MiB of the disk: the MBR and its boot
 // code, both GPT headers and partition arrays.
 func Wipe(devPath string) error {
-	f, size, err := openDevice(devPath)
+	d, _, err := openLayout(devPath)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer d.Close()
+	f, err := d.Backend.Writable()
+	if err != nil {
+		return err
+	}
 	zero := make([]byte, Align)
 	if _, err := f.WriteAt(zero, 0); err != nil {
 		return fmt.Errorf("wipe %s: %w", devPath, err)
 	}
-	if _, err := f.WriteAt(zero, size-Align); err != nil {
+	if _, err := f.WriteAt(zero, d.Size-Align); err != nil {
 		return fmt.Errorf("wipe %s: %w", devPath, err)
 	}
-	return syncAndDrop(f)
+	return syncDisk(d)
 }
 
 // WriteSystem fills the partitions of the layout for the disk's size,
@@ -67,16 +71,11 @@ func Wipe(devPath string) error {
 // GRUB's core image in the BIOS boot partition, and zeros over the start
 // of the data partition (the first boot formats it, or the installer does).
 func WriteSystem(devPath string, sys System) error {
-	d, size, err := openDisk(devPath)
+	d, tab, err := openLayout(devPath)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	tab, err := Table(size)
-	if err != nil {
-		return err
-	}
-	d.Table = tab
 	env, err := Grubenv(map[string]string{"tandem_slot": "a"})
 	if err != nil {
 		return err
@@ -112,26 +111,17 @@ func WriteSystem(devPath string, sys System) error {
 	if _, err := f.WriteAt(make([]byte, Align), partStart(tab, NameData)); err != nil {
 		return fmt.Errorf("clear the data partition's start: %w", err)
 	}
-	osf, err := d.Backend.Sys()
-	if err != nil {
-		return err
-	}
-	return syncAndDrop(osf)
+	return syncDisk(d)
 }
 
 // VerifySystem reads what WriteSystem wrote back from the disk (the page
 // cache dropped first) and compares it with the sources by SHA-256.
 func VerifySystem(devPath string, sys System) error {
-	d, size, err := openDisk(devPath)
+	d, tab, err := openLayout(devPath)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	tab, err := Table(size)
-	if err != nil {
-		return err
-	}
-	d.Table = tab
 	checks := []struct {
 		part, name, source string
 	}{
@@ -180,15 +170,11 @@ func VerifySystem(devPath string, sys System) error {
 // Seal writes GRUB's MBR boot code and the GPT (protective MBR, both
 // headers and partition arrays), then reads the table back.
 func Seal(devPath string, sys System) error {
-	d, size, err := openDisk(devPath)
+	d, tab, err := openLayout(devPath)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	tab, err := Table(size)
-	if err != nil {
-		return err
-	}
 	mbr, err := os.ReadFile(sys.BIOSBoot)
 	if err != nil {
 		return fmt.Errorf("GRUB's boot code: %w", err)
@@ -207,11 +193,7 @@ func Seal(devPath string, sys System) error {
 	if err := d.Partition(tab); err != nil {
 		return fmt.Errorf("write the partition table: %w", err)
 	}
-	osf, err := d.Backend.Sys()
-	if err != nil {
-		return err
-	}
-	if err := syncAndDrop(osf); err != nil {
+	if err := syncDisk(d); err != nil {
 		return err
 	}
 	back, err := d.GetPartitionTable()
@@ -283,41 +265,32 @@ func partStart(t *gpt.Table, name string) int64 {
 	return -1
 }
 
-// openDevice opens a disk (a block device, or an image file) for writing
-// and returns its size. O_EXCL makes the kernel refuse a block device
-// that is mounted or otherwise in use.
-func openDevice(devPath string) (*os.File, int64, error) {
-	f, err := os.OpenFile(devPath, os.O_RDWR|unix.O_EXCL, 0)
-	if err != nil {
-		return nil, 0, fmt.Errorf("open %s: %w", devPath, err)
-	}
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("size of %s: %w", devPath, err)
-	}
-	if size < MinDiskSize() {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s is %d MiB, smaller than the %d MiB the layout needs", devPath, size>>20, MinDiskSize()>>20)
-	}
-	return f, size, nil
-}
-
-func openDisk(devPath string) (*disk.Disk, int64, error) {
+// openLayout opens a disk (a block device, or an image file) for writing,
+// with the layout's table for its size attached but not written: the
+// steps find the partitions by it whether or not the disk has a table
+// yet. O_EXCL makes the kernel refuse a block device that is mounted or
+// otherwise in use.
+func openLayout(devPath string) (*disk.Disk, *gpt.Table, error) {
 	d, err := diskfs.Open(devPath, diskfs.WithOpenMode(diskfs.ReadWriteExclusive), diskfs.WithSectorSize(diskfs.SectorSize512))
 	if err != nil {
-		return nil, 0, fmt.Errorf("open %s: %w", devPath, err)
+		return nil, nil, fmt.Errorf("open %s: %w", devPath, err)
 	}
-	if d.Size < MinDiskSize() {
+	tab, err := Table(d.Size)
+	if err != nil {
 		d.Close()
-		return nil, 0, fmt.Errorf("%s is %d MiB, smaller than the %d MiB the layout needs", devPath, d.Size>>20, MinDiskSize()>>20)
+		return nil, nil, fmt.Errorf("%s: %w", devPath, err)
 	}
-	return d, d.Size, nil
+	d.Table = tab
+	return d, tab, nil
 }
 
-// syncAndDrop flushes the disk and drops its cached pages, so that what
-// is read next comes from the disk, not from memory.
-func syncAndDrop(f *os.File) error {
+// syncDisk flushes the disk and drops its cached pages, so that what is
+// read next comes from the disk, not from memory.
+func syncDisk(d *disk.Disk) error {
+	f, err := d.Backend.Sys()
+	if err != nil {
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", f.Name(), err)
 	}

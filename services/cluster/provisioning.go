@@ -178,18 +178,22 @@ func (a *Agent) proposeMachine(w http.ResponseWriter, r *http.Request, who strin
 	frontdoor.WriteJSON(w, http.StatusOK, machineView(m))
 }
 
-// installerKey checks that provisioning is on and returns the hash of
-// the installer's key.
-func (a *Agent) installerKey(r *http.Request) (string, error) {
+// installer checks an installer's request: provisioning is on, it
+// carries a key, and mac is a MAC. It returns the MAC in the directory's
+// form and the hash of the key.
+func (a *Agent) installer(r *http.Request, mac string) (canonical, keyHash string, err error) {
 	if p, ok := a.Directory().Provisioning(); !ok || !p.Enabled {
-		return "", &refusedError{"provisioning is off: an admin switches it on (PUT /api/v1/provisioning)"}
+		return "", "", &refusedError{"provisioning is off: an admin switches it on (PUT /api/v1/provisioning)"}
 	}
 	key := r.Header.Get(HeaderMachineKey)
 	if len(key) < 32 || len(key) > 128 {
-		return "", &refusedError{"no installer key (" + HeaderMachineKey + ", 32 to 128 characters)"}
+		return "", "", &refusedError{"no installer key (" + HeaderMachineKey + ", 32 to 128 characters)"}
+	}
+	if canonical, err = directory.CanonicalMAC(mac); err != nil {
+		return "", "", fieldError("mac", err.Error())
 	}
 	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:]), nil
+	return canonical, hex.EncodeToString(sum[:]), nil
 }
 
 // handleInstallerReport records an installer's boot: its machine shows
@@ -200,14 +204,9 @@ func (a *Agent) handleInstallerReport(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	hash, err := a.installerKey(r)
+	mac, hash, err := a.installer(r, req.MAC)
 	if err != nil {
 		apiError(w, err)
-		return
-	}
-	mac, err := directory.CanonicalMAC(req.MAC)
-	if err != nil {
-		apiError(w, fieldError("mac", err.Error()))
 		return
 	}
 	p := directory.MachinePayload{Op: directory.MachineOpReport, MAC: mac, KeyHash: hash, Address: req.Address, Inventory: req.Inventory}
@@ -231,14 +230,9 @@ func (a *Agent) handleInstallerReport(w http.ResponseWriter, r *http.Request) {
 
 // handleInstallerPlan answers an installer's poll.
 func (a *Agent) handleInstallerPlan(w http.ResponseWriter, r *http.Request) {
-	hash, err := a.installerKey(r)
+	mac, hash, err := a.installer(r, r.URL.Query().Get("mac"))
 	if err != nil {
 		apiError(w, err)
-		return
-	}
-	mac, err := directory.CanonicalMAC(r.URL.Query().Get("mac"))
-	if err != nil {
-		apiError(w, fieldError("mac", err.Error()))
 		return
 	}
 	a.writePlan(w, mac, hash)
@@ -274,14 +268,9 @@ func (a *Agent) handleInstallerStep(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	hash, err := a.installerKey(r)
+	mac, hash, err := a.installer(r, req.MAC)
 	if err != nil {
 		apiError(w, err)
-		return
-	}
-	mac, err := directory.CanonicalMAC(req.MAC)
-	if err != nil {
-		apiError(w, fieldError("mac", err.Error()))
 		return
 	}
 	if _, err := a.propose(directory.TypeMachine, "installer:"+mac, clientAddr(r), directory.MachinePayload{

@@ -1,7 +1,7 @@
 package dhcp_test
 
 import (
-	"context"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +17,6 @@ import (
 
 	"github.com/tandemhci/tandem/services/dhcp"
 	"github.com/tandemhci/tandem/services/nstest"
-	"github.com/tandemhci/tandem/services/nstest/netns"
 )
 
 // The benchmark's network: a /12, so that no run exhausts the range.
@@ -159,21 +158,9 @@ func startTandem(t *testing.T, ns, dir string) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s *dhcp.Server
-	if err := netns.Do(ns, func() error {
-		s, err = dhcp.NewServer(dhcp.ServerConfig{Interface: "prov0", Handler: h, Logger: quiet})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	stop := serve(t, ns, "prov0", h)
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
+		stop()
 		leases.Close()
 	}
 }
@@ -216,7 +203,7 @@ func startKea(t *testing.T, ns *nstest.NS, dir string) func() {
 	// the per-lease lines, also INFO, are left out above).
 	nstest.WaitFor(t, 20*time.Second, "kea to start", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "kea.log"))
-		return regexp.MustCompile(`DHCP4_STARTED`).Match(b)
+		return bytes.Contains(b, []byte("DHCP4_STARTED"))
 	})
 	return func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)

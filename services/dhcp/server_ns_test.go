@@ -44,22 +44,7 @@ func TestRealClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var srv *dhcp.Server
-	if err := netns.Do(srvNS.Name, func() error {
-		srv, err = dhcp.NewServer(dhcp.ServerConfig{Interface: "prov0", Handler: h, Logger: quiet})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(serve(t, srvNS.Name, "prov0", h))
 
 	// The clients' scripts note what they got and set the address, as a
 	// system's would (a release is sent from it).
@@ -120,4 +105,28 @@ esac
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
+}
+
+// serve runs a DHCP server with the handler on the interface of the
+// namespace (its socket bound there) and returns what stops it.
+func serve(t *testing.T, ns, iface string, h *dhcp.Handler) (stop func()) {
+	t.Helper()
+	var srv *dhcp.Server
+	err := netns.Do(ns, func() error {
+		var err error
+		srv, err = dhcp.NewServer(dhcp.ServerConfig{Interface: iface, Handler: h, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
 }

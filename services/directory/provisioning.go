@@ -439,7 +439,7 @@ func (d *Directory) machinePXE(m *Machine, p MachinePayload, env Envelope) error
 	if state == StepFailed && (m.State == MachineBooting || m.State == MachineFailed) {
 		m.State, m.Error = MachineFailed, "pxe: "+p.Error
 	}
-	if state == StepDone && m.State == MachineFailed && m.Error != "" && strings.HasPrefix(m.Error, "pxe: ") {
+	if state == StepDone && m.State == MachineFailed && strings.HasPrefix(m.Error, "pxe: ") {
 		m.State, m.Error = MachineBooting, ""
 	}
 	return nil
@@ -464,14 +464,10 @@ func (d *Directory) machineReport(index uint64, m *Machine, p MachinePayload, en
 		m.Boots++
 		m.KeyHash = p.KeyHash
 		m.resetFrom(StepDisk)
-		switch m.State {
-		case MachineApproved, MachineInstalling, MachineFailed:
-			if !m.Approved.IsZero() && m.step(StepApproval).State == StepDone {
-				m.State, m.Error = MachineApproved, ""
-				break
-			}
-			fallthrough
-		default:
+		underWay := m.State == MachineApproved || m.State == MachineInstalling || m.State == MachineFailed
+		if underWay && !m.Approved.IsZero() && m.step(StepApproval).State == StepDone {
+			m.State, m.Error = MachineApproved, ""
+		} else {
 			m.resetFrom(StepApproval)
 			m.State, m.Error, m.Approved, m.ApprovedBy, m.JoinToken = MachineDiscovered, "", time.Time{}, "", ""
 		}
