@@ -22,7 +22,11 @@ type Config struct {
 	// Proxy is proxyDHCP mode, beside a site's own DHCP server: PXE and
 	// iPXE clients get boot information only, no address, and nobody
 	// else gets an answer.
-	Proxy  bool
+	Proxy bool
+	// OnBoot, if set, hears of every network boot client's DISCOVER and
+	// REQUEST: what it was answered, or why it got no boot answer (an
+	// unknown architecture). It must not block.
+	OnBoot func(mac string, boot Boot, err error)
 	Logger *slog.Logger
 }
 
@@ -66,6 +70,12 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		// An unknown architecture still gets an address (not in proxy
 		// mode), without boot information.
 		h.log.Warn("dhcp: no boot answer", "mac", mac, "err", bootErr)
+	}
+	if h.cfg.OnBoot != nil && !errors.Is(bootErr, ErrNotPXE) {
+		switch req.MessageType() {
+		case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+			h.cfg.OnBoot(mac, boot, bootErr)
+		}
 	}
 	if h.cfg.Proxy {
 		return h.proxy(req, boot, bootErr)

@@ -5,12 +5,18 @@
 // service's Unix socket (on a node). The routes are wired in one place,
 // the command that runs the front door.
 //
+// The port speaks plain HTTP too, told apart from TLS by a connection's
+// first byte: plain requests reach only the routes marked Plain (the boot
+// files iPXE fetches, which it cannot fetch over TLS pinned to our CA);
+// any other plain request is redirected to HTTPS on the same port.
+//
 // Backends trust two headers only the front door sets: HeaderMember, the
 // verified identity of a peer member, and X-Forwarded-For. Whatever a
 // client sends in them is dropped.
 package frontdoor
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -20,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,7 +63,9 @@ type Route struct {
 	Prefix  string // matches request paths with this prefix
 	Method  string // and, if set, only this method
 	// Member restricts the route to peers with a cluster certificate.
-	Member  bool
+	Member bool
+	// Plain serves the route on plain HTTP as well as over TLS.
+	Plain   bool
 	Backend http.Handler
 }
 
@@ -105,7 +114,13 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler is the router: identity first, then the first matching route.
-func (s *Server) Handler() http.Handler {
+func (s *Server) Handler() http.Handler { return s.router(false) }
+
+// PlainHandler is the router for plain HTTP: the Plain routes, and a
+// redirect to HTTPS for everything else.
+func (s *Server) PlainHandler() http.Handler { return s.router(true) }
+
+func (s *Server) router(plain bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Header.Del(HeaderMember)
 		r.Header.Del(HeaderRefused)
@@ -123,7 +138,7 @@ func (s *Server) Handler() http.Handler {
 			return
 		}
 		for _, rt := range s.cfg.Routes {
-			if !rt.matches(r) {
+			if !rt.matches(r) || (plain && !rt.Plain) {
 				continue
 			}
 			if rt.Member && id == "" {
@@ -135,6 +150,12 @@ func (s *Server) Handler() http.Handler {
 				return
 			}
 			rt.Backend.ServeHTTP(w, r)
+			return
+		}
+		if plain {
+			// Credentials never travel in the clear: the client is sent
+			// to the same port with TLS.
+			http.Redirect(w, r, "https://"+r.Host+r.URL.RequestURI(), http.StatusPermanentRedirect)
 			return
 		}
 		WriteError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
@@ -160,28 +181,132 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve serves on a listener until ctx ends.
+// Serve serves on a listener until ctx ends: TLS, and plain HTTP for the
+// Plain routes, told apart by each connection's first byte.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		TLSConfig:         s.cfg.TLS.ServerConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
 	}
+	secure, plain := newServer(s.Handler()), newServer(s.PlainHandler())
+	secure.TLSConfig = s.cfg.TLS.ServerConfig()
+	tlsConns, plainConns := newConnQueue(ln.Addr()), newConnQueue(ln.Addr())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		<-ctx.Done()
+		ln.Close()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown)
+		_ = secure.Shutdown(shutdown)
+		_ = plain.Shutdown(shutdown)
 	}()
+	errs := make(chan error, 3)
+	go func() { errs <- secure.Serve(tls.NewListener(tlsConns, secure.TLSConfig)) }()
+	go func() { errs <- plain.Serve(plainConns) }()
+	go func() { errs <- s.sortConns(ctx, ln, tlsConns, plainConns) }()
 	s.log.Info("front door listening", "addr", ln.Addr().String())
-	if err := srv.Serve(tls.NewListener(ln, srv.TLSConfig)); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("frontdoor: %w", err)
+	err := <-errs
+	cancel()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed)) {
+		return nil
 	}
+	if err == nil {
+		err = errors.New("listener closed")
+	}
+	return fmt.Errorf("frontdoor: %w", err)
+}
+
+// sniffTimeout bounds how long a new connection may stay silent before
+// its first byte says which protocol it speaks.
+const sniffTimeout = 10 * time.Second
+
+// sortConns accepts connections and hands each, once its first byte is
+// in, to the TLS server (a handshake record starts with 0x16) or the
+// plain one.
+func (s *Server) sortConns(ctx context.Context, ln net.Listener, tlsConns, plainConns *connQueue) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+			br := bufio.NewReaderSize(c, 1)
+			first, err := br.Peek(1)
+			_ = c.SetReadDeadline(time.Time{})
+			if err != nil {
+				c.Close()
+				return
+			}
+			pc := &peekedConn{Conn: c, r: br}
+			q := plainConns
+			if first[0] == 0x16 {
+				q = tlsConns
+			}
+			if !q.put(ctx, pc) {
+				c.Close()
+			}
+		}()
+	}
+}
+
+// peekedConn is a connection whose first bytes were read to sort it.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// connQueue is a listener fed with sorted connections.
+type connQueue struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (q *connQueue) put(ctx context.Context, c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.closed:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.closed) })
 	return nil
 }
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
 
 // ErrorBody is the API's error shape: {"error": {"code", "message", "field"}}.
 type ErrorBody struct {

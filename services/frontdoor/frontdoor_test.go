@@ -236,3 +236,61 @@ func TestSelfSignedCertificateSurvivesRestartsAndDamage(t *testing.T) {
 		t.Errorf("damaged key: %v", err)
 	}
 }
+
+// TestPlainHTTPOnTheSamePort: plain HTTP reaches only the Plain routes;
+// anything else is redirected to HTTPS; a silent or garbled connection
+// does not stop the port serving.
+func TestPlainHTTPOnTheSamePort(t *testing.T) {
+	files, _ := member(t, pki.Identity{Role: pki.RoleNode, ID: "n-a"})
+	addr := serve(t, files, []Route{
+		{Name: "boot", Prefix: "/boot/", Plain: true, Backend: echo},
+		{Name: "api", Prefix: "/api/", Backend: echo},
+	})
+	noRedirect := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		path     string
+		code     int
+		body     string
+		location string
+	}{
+		{path: "/boot/x", code: 200, body: "path=/boot/x"},
+		{path: "/api/x?a=1", code: 308, location: "https://" + addr + "/api/x?a=1"},
+		{path: "/", code: 308, location: "https://" + addr + "/"},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+addr+tc.path, nil)
+		req.Header.Set(HeaderMember, "node/n-evil")
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) || resp.Header.Get("Location") != tc.location {
+			t.Errorf("plain GET %s: %d %q location %q; want %d %q location %q", tc.path, resp.StatusCode, b, resp.Header.Get("Location"), tc.code, tc.body, tc.location)
+		}
+		if tc.code == 200 && !strings.Contains(string(b), `member=""`) {
+			t.Errorf("plain GET %s: a spoofed identity header reached the backend: %s", tc.path, b)
+		}
+	}
+
+	// A connection that never speaks and one that sends garbage do not
+	// hold the port.
+	silent, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	garbage, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage.Write([]byte("\x00\xff\x16garbage\r\n\r\n"))
+	garbage.Close()
+	anon := &tls.Config{InsecureSkipVerify: true}
+	if code, body := get(t, anon, "https://"+addr+"/api/x", nil); code != 200 || !strings.Contains(body, "path=/api/x") {
+		t.Errorf("TLS beside plain HTTP: %d %s", code, body)
+	}
+	if code, _ := get(t, anon, "https://"+addr+"/boot/y", nil); code != 200 {
+		t.Errorf("a Plain route over TLS: %d", code)
+	}
+}
