@@ -117,6 +117,22 @@ func Table(diskSize int64) (*gpt.Table, error) {
 	return t, nil
 }
 
+// Extent returns where a partition of the layout lies on a disk of the
+// given size, in bytes: the installer fills the data partition before
+// the table that names it is written.
+func Extent(diskSize int64, name string) (offset, size int64, err error) {
+	t, err := Table(diskSize)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, p := range t.Partitions {
+		if p.Name == name {
+			return int64(p.Start) * SectorSize, int64(p.Size), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("the layout has no partition %q", name)
+}
+
 // dataEnd is where the last partition ends on a disk of the given size:
 // before the backup GPT, rounded down to the alignment.
 func dataEnd(diskSize int64) int64 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -362,4 +363,46 @@ func fillFAT(d *disk.Disk, part, label string, files []file) error {
 		}
 	}
 	return nil
+}
+
+// ExtractSlot copies a system slot's kernel, initramfs and version from
+// the disk at devPath into dir (read-only on the disk): what a running
+// node hands to the machines it installs.
+func ExtractSlot(devPath, slot, dir string) error {
+	d, err := diskfs.Open(devPath, diskfs.WithOpenMode(diskfs.ReadOnly), diskfs.WithSectorSize(diskfs.SectorSize512))
+	if err != nil {
+		return fmt.Errorf("open %s: %w", devPath, err)
+	}
+	defer d.Close()
+	n, err := Number(slot)
+	if err != nil {
+		return err
+	}
+	fs, err := d.GetFilesystem(n)
+	if err != nil {
+		return fmt.Errorf("%s on %s: %w", slot, devPath, err)
+	}
+	for _, name := range []string{SlotKernel, SlotInitramfs, SlotVersion} {
+		if err := extractFile(fs, name, filepath.Join(dir, path.Base(name))); err != nil {
+			return fmt.Errorf("%s%s on %s: %w", slot, name, devPath, err)
+		}
+	}
+	return nil
+}
+
+func extractFile(fs filesystem.FileSystem, name, to string) error {
+	src, err := fs.OpenFile(name, os.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }

@@ -130,6 +130,25 @@ func TestSystemDiskSteps(t *testing.T) {
 		t.Errorf("grub.cfg:\n%s", b.String())
 	}
 
+	// What a running node hands on: the slot's files, as written.
+	out := t.TempDir()
+	if err := ExtractSlot(p, NameSlotA, out); err != nil {
+		t.Fatal(err)
+	}
+	for src, name := range map[string]string{sys.Kernel: "vmlinuz", sys.Initramfs: "initramfs.cpio.zst"} {
+		want, _ := os.ReadFile(src)
+		got, _ := os.ReadFile(filepath.Join(out, name))
+		if !bytes.Equal(got, want) {
+			t.Errorf("extracted %s: %d bytes, want the %d written", name, len(got), len(want))
+		}
+	}
+	if v, _ := os.ReadFile(filepath.Join(out, "version")); strings.TrimSpace(string(v)) != "test" {
+		t.Errorf("extracted version %q", v)
+	}
+	if err := ExtractSlot(p, NameSlotB, t.TempDir()); err == nil {
+		t.Error("the empty slot B extracted")
+	}
+
 	// Damage on the disk is found by the check.
 	w, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {

@@ -47,6 +47,9 @@ func hostFiles() []string {
 		"/usr/sbin/mke2fs",
 		"/usr/sbin/e2fsck",
 		"/etc/mke2fs.conf",
+		// The iPXE loaders the provisioning server hands PXE ROMs by TFTP.
+		"/usr/lib/ipxe/undionly.kpxe",
+		"/usr/lib/ipxe/snponly.efi",
 	}
 }
 

@@ -129,7 +129,32 @@ func (b *Box) FormCluster(ctx context.Context, admin, password string) (Credenti
 	if len(b.Nodes) < 2 {
 		return Credentials{}, errors.New("a cluster needs two nodes")
 	}
-	a, bn := b.Nodes[0], b.Nodes[1]
+	bn := b.Nodes[1]
+	cr, err := b.Bootstrap(ctx, admin, password)
+	if err != nil {
+		return cr, err
+	}
+	code, err := bn.SetupCode(2 * time.Minute)
+	if err != nil {
+		return cr, err
+	}
+	// The join can meet a leader still settling: retry for a while.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err = bn.API(Credentials{}).Do(ctx, "POST", "/api/v1/cluster/join", cluster.JoinRequest{SetupCode: code, Token: cr.JoinToken}, nil)
+		if err == nil || strings.Contains(err.Error(), cluster.ErrInCluster.Error()) {
+			return cr, nil
+		}
+		if time.Now().After(deadline) || strings.Contains(err.Error(), "refused") {
+			return cr, fmt.Errorf("%s joining: %w", bn.Name, err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// Bootstrap makes a cluster of the first node alone, with the cluster IP.
+func (b *Box) Bootstrap(ctx context.Context, admin, password string) (Credentials, error) {
+	a := b.Nodes[0]
 	code, err := a.SetupCode(2 * time.Minute)
 	if err != nil {
 		return Credentials{}, err
@@ -140,23 +165,7 @@ func (b *Box) FormCluster(ctx context.Context, admin, password string) (Credenti
 	}, &boot); err != nil {
 		return Credentials{}, fmt.Errorf("bootstrap on %s: %w", a.Name, err)
 	}
-	cr := Credentials{Admin: admin, Password: password, JoinToken: boot.JoinToken, ClusterID: boot.ClusterID}
-	code, err = bn.SetupCode(2 * time.Minute)
-	if err != nil {
-		return cr, err
-	}
-	// The join can meet a leader still settling: retry for a while.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		_, err = bn.API(Credentials{}).Do(ctx, "POST", "/api/v1/cluster/join", cluster.JoinRequest{SetupCode: code, Token: boot.JoinToken}, nil)
-		if err == nil || strings.Contains(err.Error(), cluster.ErrInCluster.Error()) {
-			return cr, nil
-		}
-		if time.Now().After(deadline) || strings.Contains(err.Error(), "refused") {
-			return cr, fmt.Errorf("%s joining: %w", bn.Name, err)
-		}
-		time.Sleep(2 * time.Second)
-	}
+	return Credentials{Admin: admin, Password: password, JoinToken: boot.JoinToken, ClusterID: boot.ClusterID}, nil
 }
 
 // Witness is the cluster's third vote, run on the site host as a site

@@ -39,7 +39,15 @@ const (
 	DirectKernel Boot = iota
 	// UEFI boots the disk image under OVMF through GRUB, as hardware does.
 	UEFI
+	// PXE is a new machine: an empty disk, and SeaBIOS boots from the
+	// provisioning network until the disk has a system.
+	PXE
+	// PXEUEFI is PXE under OVMF.
+	PXEUEFI
 )
+
+// pxe says whether the machine starts with an empty disk.
+func (b Boot) pxe() bool { return b == PXE || b == PXEUEFI }
 
 // Config describes the box.
 type Config struct {
@@ -60,6 +68,9 @@ type NodeConfig struct {
 	Append    []string // extra kernel arguments (direct-kernel boot)
 	// FreshDisk discards a disk overlay left by an earlier run.
 	FreshDisk bool
+	// Deferred is not started by Start: StartNode starts it later (a
+	// machine plugged in once the box runs).
+	Deferred bool
 }
 
 // Box is a running set of nodes.
@@ -90,7 +101,7 @@ type Node struct {
 	console net.Conn   // the one connection to the serial console
 	typing  sync.Mutex // one writer on the console at a time
 	site    *site
-	taps    []string // management, interconnect
+	taps    []string // management, interconnect, provisioning
 }
 
 // Start boots every node and returns at once; use WaitHealthy to wait.
@@ -132,6 +143,9 @@ func Start(ctx context.Context, cfg Config) (*Box, error) {
 		return nil, err
 	}
 	for i, nc := range cfg.Nodes {
+		if nc.Deferred {
+			continue
+		}
 		n, err := b.startNode(ctx, i, nc)
 		if err != nil {
 			b.Stop()
@@ -140,6 +154,22 @@ func Start(ctx context.Context, cfg Config) (*Box, error) {
 		b.Nodes = append(b.Nodes, n)
 	}
 	return b, nil
+}
+
+// StartNode starts a node the configuration marked Deferred.
+func (b *Box) StartNode(ctx context.Context, name string) (*Node, error) {
+	for i, nc := range b.cfg.Nodes {
+		if nc.Name != name {
+			continue
+		}
+		n, err := b.startNode(ctx, i, nc)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", nc.Name, err)
+		}
+		b.Nodes = append(b.Nodes, n)
+		return n, nil
+	}
+	return nil, fmt.Errorf("no node %q in the box's configuration", name)
 }
 
 // Namespace is the site network's namespace: commands run in it with
@@ -176,18 +206,30 @@ func (b *Box) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, error
 		Accel:       b.Accel,
 		exited:      make(chan struct{}),
 		site:        b.site,
-		taps:        []string{fmt.Sprintf("n%dlan", i), fmt.Sprintf("n%dic", i)},
+		taps:        []string{fmt.Sprintf("n%dlan", i), fmt.Sprintf("n%dic", i), fmt.Sprintf("n%dprov", i)},
 	}
-	if err := b.site.addTap(n.taps[0], "lan"); err != nil {
-		return nil, err
+	for k, bridge := range []string{"lan", "ic", "prov"} {
+		if err := b.site.addTap(n.taps[k], bridge); err != nil {
+			return nil, err
+		}
 	}
-	if err := b.site.addTap(n.taps[1], "ic"); err != nil {
-		return nil, err
-	}
-	if nc.FreshDisk {
+	if nc.FreshDisk || nc.Boot.pxe() {
 		_ = os.Remove(n.Disk)
 	}
-	if _, err := os.Stat(n.Disk); err != nil {
+	if nc.Boot.pxe() {
+		// A new machine's disk: empty, and sparse, so that a test can
+		// tell whether anything at all was written to it.
+		n.Disk = filepath.Join(dir, "disk.raw")
+		_ = os.Remove(n.Disk)
+		f, err := os.Create(n.Disk)
+		if err == nil {
+			err = f.Truncate(int64(nc.DiskGiB) << 30)
+			f.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(n.Disk); err != nil {
 		img, _ := filepath.Abs(filepath.Join(b.cfg.ImageDir, "disk.img"))
 		out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img, "-F", "raw", n.Disk, fmt.Sprintf("%dG", nc.DiskGiB)).CombinedOutput()
 		if err != nil {
@@ -293,9 +335,19 @@ func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	provAddr, err := addrOf(board.RoleProvisioning)
+	if err != nil {
+		return nil, err
+	}
 	diskAddr, err := pciAddr(bd.Disks.System.Match.PCIPath)
 	if err != nil {
 		return nil, err
+	}
+	// A new machine tries its disk first and the provisioning network
+	// next; its other NICs carry no boot ROM.
+	format, diskBoot, provBoot, noROM := "qcow2", "", "", ""
+	if nc.Boot.pxe() {
+		format, diskBoot, provBoot, noROM = "raw", ",bootindex=1", ",bootindex=2", ",romfile="
 	}
 	args := []string{
 		"-name", nc.Name,
@@ -308,11 +360,13 @@ func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node) ([]string, error) {
 		"-chardev", fmt.Sprintf("socket,id=console,path=%s,server=on,wait=on", n.ConsolePath),
 		"-serial", "chardev:console",
 		"-netdev", fmt.Sprintf("tap,id=mgmt,ifname=%s,script=no,downscript=no", n.taps[0]),
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=mgmt,addr=%s,mac=%s", mgmtAddr, mac(i, 1)),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=mgmt,addr=%s,mac=%s%s", mgmtAddr, mac(i, 1), noROM),
 		"-netdev", fmt.Sprintf("tap,id=ic,ifname=%s,script=no,downscript=no", n.taps[1]),
-		"-device", fmt.Sprintf("virtio-net-pci,netdev=ic,addr=%s,mac=%s", icAddr, mac(i, 2)),
-		"-drive", fmt.Sprintf("file=%s,if=none,id=system,format=qcow2,cache=unsafe", n.Disk),
-		"-device", fmt.Sprintf("virtio-blk-pci,drive=system,addr=%s", diskAddr),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=ic,addr=%s,mac=%s%s", icAddr, mac(i, 2), noROM),
+		"-netdev", fmt.Sprintf("tap,id=prov,ifname=%s,script=no,downscript=no", n.taps[2]),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=prov,addr=%s,mac=%s%s", provAddr, mac(i, 3), provBoot),
+		"-drive", fmt.Sprintf("file=%s,if=none,id=system,format=%s,cache=unsafe", n.Disk, format),
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=system,addr=%s%s", diskAddr, diskBoot),
 		"-device", "virtio-rng-pci",
 	}
 	if bd.Watchdog.Module == "i6300esb" {
@@ -328,11 +382,15 @@ func (b *Box) qemuArgs(i int, nc NodeConfig, n *Node) ([]string, error) {
 			"-kernel", filepath.Join(b.cfg.ImageDir, "vmlinuz"),
 			"-initrd", filepath.Join(b.cfg.ImageDir, "initramfs.cpio.zst"),
 			"-append", strings.Join(appendArgs, " "))
-	case UEFI:
+	case UEFI, PXEUEFI:
 		args = append(args, "-bios", "/usr/share/qemu/OVMF.fd")
 	}
 	return args, nil
 }
+
+// MAC returns the MAC qemubox gives node i's NIC k (1 management,
+// 2 interconnect, 3 provisioning).
+func MAC(i, k int) string { return mac(i, k) }
 
 // mac returns a stable, locally administered MAC for node i's NIC k.
 func mac(i, k int) string { return fmt.Sprintf("52:54:00:7a:%02x:%02x", i+1, k) }

@@ -28,6 +28,8 @@ import (
 //	      .100, guests from .150
 //	ic    the interconnect between the two nodes (no addresses: the nodes
 //	      use IPv6 link-local)
+//	prov  the provisioning network, where new machines PXE-boot from the
+//	      node that serves it (no address on the site host)
 //
 // Nothing in the namespace reaches the host's networks; the host reaches
 // the nodes only through the localhost forwards the box opens.
@@ -77,6 +79,8 @@ func newSite(log *slog.Logger) (*site, error) {
 		{"link", "set", "lan", "up"},
 		{"link", "add", "ic", "type", "bridge"},
 		{"link", "set", "ic", "up"},
+		{"link", "add", "prov", "type", "bridge"},
+		{"link", "set", "prov", "up"},
 	}
 	for _, st := range steps {
 		if err := s.ip(st...); err != nil {

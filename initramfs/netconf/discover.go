@@ -36,16 +36,16 @@ func Discover(sysClassNet string) ([]board.Interface, error) {
 			Name:    e.Name(),
 			MAC:     strings.TrimSpace(string(mac)),
 			Driver:  driver,
-			PCIPath: pciPath(dev),
+			PCIPath: PCIPath(dev),
 		})
 	}
 	sortByPCIPath(out)
 	return out, nil
 }
 
-// pciPath returns the PCI address nearest the device in its sysfs path:
+// PCIPath returns the PCI address nearest the device in its sysfs path:
 // virtio NICs sit one level below their PCI function (…/0000:00:03.0/virtio0).
-func pciPath(devPath string) string {
+func PCIPath(devPath string) string {
 	parts := strings.Split(devPath, "/")
 	for i := len(parts) - 1; i >= 0; i-- {
 		if pciAddrRE.MatchString(parts[i]) {

@@ -124,7 +124,7 @@ func (m *Manager) Up(ctx context.Context) error {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	defer conn.Close()
-	if err := linkUp(conn, "lo"); err != nil {
+	if err := LinkUp(conn, "lo"); err != nil {
 		return fmt.Errorf("loopback: %w", err)
 	}
 
@@ -241,11 +241,11 @@ func (m *Manager) configure(conn *rtnetlink.Conn, role board.Role, iface board.I
 		}
 		c.l3name = ManagementBridge
 	}
-	if err := linkUp(conn, iface.Name); err != nil {
+	if err := LinkUp(conn, iface.Name); err != nil {
 		return nil, err
 	}
 	if c.l3name != iface.Name {
-		if err := linkUp(conn, c.l3name); err != nil {
+		if err := LinkUp(conn, c.l3name); err != nil {
 			return nil, err
 		}
 	}
@@ -310,8 +310,8 @@ func describe(ifaces []board.Interface) string {
 	return strings.Join(s, "; ")
 }
 
-// linkUp sets IFF_UP on the named link.
-func linkUp(conn *rtnetlink.Conn, name string) error {
+// LinkUp sets IFF_UP on the named link.
+func LinkUp(conn *rtnetlink.Conn, name string) error {
 	i, err := net.InterfaceByName(name)
 	if err != nil {
 		return err

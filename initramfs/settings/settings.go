@@ -14,6 +14,7 @@ package settings
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -60,6 +61,17 @@ const (
 	KeyHeartbeat     = "cluster.heartbeat"
 	KeyLeaderLease   = "cluster.lease"
 	KeyResyncRate    = "storage.resync_mibps"
+	// Installer mode: set on the kernel command line by the provisioning
+	// node's iPXE script, never in the settings file.
+	KeyMode      = "mode"
+	KeyProvision = "provision"
+	KeyCA        = "ca"
+)
+
+// Modes the image boots in.
+const (
+	ModeNode    = "node"    // a Tandem node
+	ModeInstall = "install" // the installer, in RAM: no disk is touched until approved
 )
 
 // NetKey names a per-role network setting: field is mode, address or gateway.
@@ -81,6 +93,9 @@ func Keys() []Key {
 		{Name: KeySlot, Doc: "system slot the boot loader started, a or b (set by GRUB; empty when PXE-booted)", Check: oneOf("", "a", "b")},
 		{Name: KeyHeartbeat, Doc: "raft heartbeat timeout: a follower campaigns after 1-2x this without a leader (slow machines want more)", Default: "300ms", Check: checkDuration},
 		{Name: KeyLeaderLease, Doc: "a leader without a quorum for this long steps down and drops the cluster IP (under cluster.heartbeat)", Default: "150ms", Check: checkDuration},
+		{Name: KeyMode, Doc: "node, or install: the installer a provisioning node boots over the network", Default: ModeNode, Check: oneOf(ModeNode, ModeInstall)},
+		{Name: KeyProvision, Doc: "installer mode: host:port of the provisioning node's front door", Check: checkHostPort},
+		{Name: KeyCA, Doc: "installer mode: the cluster CA's SHA-256 fingerprint (hex), pinned", Check: checkFingerprint},
 		{Name: KeyResyncRate, Doc: "MiB/s a resync may use, leaving the rest of the disks and the interconnect to the VMs; 0: no bound", Default: "200", Check: checkCount},
 	}
 	for _, r := range netRoles {
@@ -340,6 +355,23 @@ func checkPort(v string) error {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("%q: want a TCP port from 1 to 65535", v)
+	}
+	return nil
+}
+
+func checkHostPort(v string) error {
+	if v == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddrPort(v); err != nil {
+		return fmt.Errorf("%q: want an IP address and port (192.0.2.1:443)", v)
+	}
+	return nil
+}
+
+func checkFingerprint(v string) error {
+	if b, err := hex.DecodeString(v); v != "" && (err != nil || len(b) != 32) {
+		return fmt.Errorf("%q: want a SHA-256 in hex (64 digits)", v)
 	}
 	return nil
 }

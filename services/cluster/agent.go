@@ -73,7 +73,11 @@ type Config struct {
 	ServiceLog func(ctx context.Context, service string, lines int) ([]LogLine, error)
 	// BoardFence powers a lost node off through its BMC (nil: none).
 	BoardFence *BoardFence
-	Logger     *slog.Logger
+	// JoinFile, while the member is in no cluster, may hold the join its
+	// installer handed over (a JoinRequest): the agent joins with it at
+	// start, retrying, and removes it once in.
+	JoinFile string
+	Logger   *slog.Logger
 }
 
 // ErrNotInCluster means the member has not bootstrapped or joined yet.
@@ -203,6 +207,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return a.serveSocket(gctx) })
 	}
 	g.Go(func() error { a.housekeeping(gctx); return nil })
+	if a.cfg.JoinFile != "" {
+		g.Go(func() error { a.joinFromFile(gctx); return nil })
+	}
 	if a.cfg.Interconnect != "" {
 		g.Go(func() error { a.disco.run(gctx); return nil })
 	}

@@ -527,3 +527,42 @@ func apiMessage(b []byte) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// joinFromFile joins with the token and peers the installer left in
+// JoinFile, retrying while the cluster cannot be reached; a refusal (the
+// token spent or expired) ends it, and an admin joins the node by hand.
+func (a *Agent) joinFromFile(ctx context.Context) {
+	b, err := os.ReadFile(a.cfg.JoinFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		a.log.Error("the installer's join", "file", a.cfg.JoinFile, "err", err)
+		return
+	}
+	var req JoinRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		a.log.Error("the installer's join: the file does not parse; join this node by hand", "file", a.cfg.JoinFile, "err", err)
+		return
+	}
+	for attempt := 1; ctx.Err() == nil; attempt++ {
+		err := a.Join(ctx, req.Token, req.Peers)
+		if err == nil || errors.Is(err, ErrInCluster) {
+			a.log.Info("joined the cluster with the installer's token", "attempts", attempt)
+			if err := os.Remove(a.cfg.JoinFile); err != nil {
+				a.log.Warn("the installer's join file stays", "err", err)
+			}
+			return
+		}
+		var refused *refusedError
+		if errors.As(err, &refused) {
+			a.log.Error("the cluster refused the installer's join; join this node by hand", "err", err)
+			return
+		}
+		a.log.Warn("joining with the installer's token: trying again", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(3 * time.Second):
+		}
+	}
+}

@@ -51,6 +51,10 @@ type LocalView struct {
 	// fingerprint, which the installers it boots pin.
 	Provisioning  *directory.Provisioning `json:"provisioning,omitempty"`
 	CAFingerprint string                  `json:"ca_fingerprint,omitempty"`
+	// DiskBoot are the MACs of machines installed or joined: their
+	// network boot hands over to their own disk (forget one to install
+	// it again).
+	DiskBoot []string `json:"disk_boot,omitempty"`
 }
 
 // Principal is an authenticated user, as the local API reports it.
@@ -98,6 +102,11 @@ func (a *Agent) handleLocalView(w http.ResponseWriter, r *http.Request) {
 	view.FenceAfter = a.fenceAfter()
 	if p, ok := d.Provisioning(); ok {
 		view.Provisioning = &p
+		for _, m := range d.Machines() {
+			if m.State == directory.MachineInstalled || m.State == directory.MachineJoined {
+				view.DiskBoot = append(view.DiskBoot, m.MAC)
+			}
+		}
 	}
 	if c, ok := d.Cluster(); ok {
 		view.CAFingerprint = c.CAFingerprint

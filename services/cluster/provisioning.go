@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/tandemhci/tandem/services/directory"
@@ -255,8 +256,16 @@ func (a *Agent) writePlan(w http.ResponseWriter, mac, hash string) {
 	case directory.MachineApproved, directory.MachineInstalling:
 		plan.Token = m.JoinToken
 		for _, mem := range a.Directory().Members() {
-			if mem.Role == directory.MemberNode {
-				plan.Peers = append(plan.Peers, mem.Addresses...)
+			if mem.Role != directory.MemberNode {
+				continue
+			}
+			for _, addr := range mem.Addresses {
+				// A link-local address (the interconnect's) means
+				// nothing on the new machine's links.
+				if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().IsLinkLocalUnicast() {
+					continue
+				}
+				plan.Peers = append(plan.Peers, addr)
 			}
 		}
 	}

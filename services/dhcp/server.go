@@ -16,8 +16,11 @@ type ServerConfig struct {
 	// Interface is the provisioning interface: the socket is bound to it,
 	// so no other network hears or gets an answer.
 	Interface string
-	Handler   *Handler
-	Logger    *slog.Logger
+	// Port is the UDP port (default 67; a proxyDHCP server also takes
+	// PXE clients' second requests on 4011).
+	Port    int
+	Handler *Handler
+	Logger  *slog.Logger
 }
 
 // Server answers DHCP on one interface.
@@ -36,8 +39,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Port == 0 {
+		cfg.Port = dhcpv4.ServerPort
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
-	srv, err := server4.NewServer(cfg.Interface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, s.serve)
+	srv, err := server4.NewServer(cfg.Interface, &net.UDPAddr{IP: net.IPv4zero, Port: cfg.Port}, s.serve)
 	if err != nil {
 		return nil, fmt.Errorf("dhcp: listen on %s: %w", cfg.Interface, err)
 	}

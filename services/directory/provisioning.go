@@ -211,8 +211,8 @@ func InstallSteps() []string {
 		StepVerify, StepData, StepSeal, StepReboot, StepJoin}
 }
 
-// installerSteps are those the installer itself reports.
-func installerSteps() []string {
+// InstallerSteps are those the installer itself reports.
+func InstallerSteps() []string {
 	return []string{StepDisk, StepDownload, StepWipe, StepWrite, StepVerify, StepData, StepSeal, StepReboot}
 }
 
@@ -536,8 +536,8 @@ func machineStep(m *Machine, p MachinePayload, env Envelope) error {
 	if p.KeyHash != m.KeyHash {
 		return fmt.Errorf("machine %s: not its installer's key: %w", m.MAC, ErrRefused)
 	}
-	if !slices.Contains(installerSteps(), p.Step) {
-		return fmt.Errorf("step %q: want one of %s: %w", p.Step, strings.Join(installerSteps(), ", "), ErrInvalid)
+	if !slices.Contains(InstallerSteps(), p.Step) {
+		return fmt.Errorf("step %q: want one of %s: %w", p.Step, strings.Join(InstallerSteps(), ", "), ErrInvalid)
 	}
 	if p.State != StepRunning && p.State != StepDone && p.State != StepFailed {
 		return fmt.Errorf("step state %q: want running, done or failed: %w", p.State, ErrInvalid)

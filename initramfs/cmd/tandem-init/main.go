@@ -93,9 +93,25 @@ func (n *node) boot(level *slog.LevelVar) error {
 
 	n.loadModules()
 
-	res, err := datadisk.Prepare(context.Background(), datadisk.Config{MountPoint: dataDir, Logger: n.log})
+	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
-		n.problem("data partition: %v", err)
+		n.problem("kernel command line: %v", err)
+	}
+	n.cmdline = string(cmdline)
+	// The installer never touches a disk before its machine is approved:
+	// not even the data partition it would find there.
+	n.installer = settings.Resolve(settings.Sources{Cmdline: n.cmdline}).Get(settings.KeyMode) == settings.ModeInstall
+	var res datadisk.Result
+	if n.installer {
+		n.log.Info("installer mode: the disks are left alone; /data is in RAM")
+		err = errInstallerMode
+	} else {
+		res, err = datadisk.Prepare(context.Background(), datadisk.Config{MountPoint: dataDir, Logger: n.log})
+	}
+	if err != nil {
+		if !n.installer {
+			n.problem("data partition: %v", err)
+		}
 		// Services still need somewhere to write; it does not survive a reboot.
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			n.problem("mkdir %s: %v", dataDir, err)
@@ -134,8 +150,12 @@ func (n *node) boot(level *slog.LevelVar) error {
 		n.problem("network: %v", err)
 	}
 
+	table := serviceTable(n.settings, n.board)
+	if n.installer {
+		table = installerTable(n.settings, n.board, bootMAC(n.cmdline))
+	}
 	n.sup, err = supervisor.New(supervisor.Config{
-		Services: serviceTable(n.settings, n.board),
+		Services: table,
 		LogDir:   logDir,
 		Logger:   n.log,
 	})
@@ -249,18 +269,17 @@ func (n *node) loadModules() {
 	n.log.Info("kernel modules loaded", "count", len(n.board.Modules)-len(failed))
 }
 
+// errInstallerMode is why an installer runs with /data in RAM.
+var errInstallerMode = errors.New("installer mode")
+
 func (n *node) resolveSettings() *settings.Settings {
-	cmdline, err := os.ReadFile("/proc/cmdline")
-	if err != nil {
-		n.problem("kernel command line: %v", err)
-	}
 	path := dataDir + "/" + settings.DataFile
 	file, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		n.problem("settings file: %v", err)
 	}
 	s := settings.Resolve(settings.Sources{
-		Cmdline: string(cmdline), DataFile: file, DataFilePath: path,
+		Cmdline: n.cmdline, DataFile: file, DataFilePath: path,
 		BoardDefaults: n.board.Defaults, BoardPath: board.ImagePath,
 	})
 	for _, p := range s.Problems {
@@ -277,6 +296,9 @@ func (n *node) netConfig() netconf.Config {
 		rc.Address, _ = netip.ParsePrefix(n.settings.Get(settings.NetKey(r, "address")))
 		rc.Gateway, _ = netip.ParseAddr(n.settings.Get(settings.NetKey(r, "gateway")))
 		roles[nic.Role] = rc
+	}
+	if n.installer {
+		roles = installerRoles(n.board, bootMAC(n.cmdline))
 	}
 	var dns []netip.Addr
 	for _, a := range strings.Split(n.settings.Get(settings.KeyDNS), ",") {

@@ -27,6 +27,8 @@ type node struct {
 	hostname    string
 	slot        string
 	dataMounted bool
+	cmdline     string
+	installer   bool // booted in installer mode
 	net         *netconf.Manager
 	sup         *supervisor.Supervisor
 	powerReq    chan string

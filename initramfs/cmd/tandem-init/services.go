@@ -3,6 +3,7 @@ package tandeminit
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/tandemhci/tandem/board"
 	"github.com/tandemhci/tandem/initramfs/netconf"
@@ -70,6 +71,64 @@ func serviceTable(s *settings.Settings, b *board.Board) []supervisor.Service {
 			Critical: true,
 		},
 	}
+	slot := s.Get(settings.KeySlot)
+	if slot == "" {
+		slot = "a" // started without GRUB (a direct kernel boot): slot A holds the same image
+	}
+	table = append(table, supervisor.Service{
+		// The provisioning network's server, active on the node the
+		// plan names: new machines PXE-boot the installer from it.
+		Name: "provision",
+		Path: bin + "tandem-provision",
+		Args: []string{"-interface", netconf.ProvisioningPort, "-data", dataDir + "/provision", "-cluster", clusterSocket,
+			"-port", port, "-slot", slot, "-console", "console=tty0 " + b.Console.KernelArg()},
+		After: []string{"cluster"},
+	})
+	return withConsoleShell(table, s, b)
+}
+
+// installerTable is the service table of installer mode: the installer,
+// and the console shell to watch it from.
+func installerTable(s *settings.Settings, b *board.Board, mac string) []supervisor.Service {
+	return withConsoleShell([]supervisor.Service{{
+		Name: "installer",
+		Path: bin + "tandem-installer",
+		Args: []string{"-provision", s.Get(settings.KeyProvision), "-ca", s.Get(settings.KeyCA), "-mac", mac},
+	}}, s, b)
+}
+
+// installerRoles bring up, in installer mode, only the NIC the machine
+// booted from (BOOTIF), with DHCP; the provisioning NIC if none matches.
+func installerRoles(b *board.Board, mac string) map[board.Role]netconf.RoleConfig {
+	roles := map[board.Role]netconf.RoleConfig{}
+	boot := board.RoleProvisioning
+	if ifaces, err := netconf.Discover("/sys/class/net"); err == nil {
+		for r, i := range b.AssignRoles(ifaces) {
+			if strings.EqualFold(i.MAC, mac) {
+				boot = r
+			}
+		}
+	}
+	for _, nic := range b.NICs {
+		roles[nic.Role] = netconf.RoleConfig{Mode: netconf.ModeOff}
+	}
+	roles[boot] = netconf.RoleConfig{Mode: netconf.ModeDHCP}
+	return roles
+}
+
+// bootMAC is the MAC in BOOTIF=01-aa-bb-cc-dd-ee-ff on the kernel command
+// line (pxelinux's form, which the iPXE script passes), as aa:bb:….
+func bootMAC(cmdline string) string {
+	for _, w := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(w, "BOOTIF="); ok {
+			v = strings.TrimPrefix(v, "01-")
+			return strings.ReplaceAll(v, "-", ":")
+		}
+	}
+	return ""
+}
+
+func withConsoleShell(table []supervisor.Service, s *settings.Settings, b *board.Board) []supervisor.Service {
 	if s.On(settings.KeyConsoleShell) && b.Console.Device != "" {
 		table = append(table, supervisor.Service{
 			// A shell on the serial console for whoever stands at the box;

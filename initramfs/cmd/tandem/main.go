@@ -18,8 +18,10 @@ import (
 
 	"github.com/tandemhci/tandem/initramfs/cmd/supervisorctl"
 	tandeminit "github.com/tandemhci/tandem/initramfs/cmd/tandem-init"
+	installercmd "github.com/tandemhci/tandem/initramfs/cmd/tandem-installer"
 	clustercmd "github.com/tandemhci/tandem/services/cmd/tandem-cluster"
 	frontdoorcmd "github.com/tandemhci/tandem/services/cmd/tandem-frontdoor"
+	provisioncmd "github.com/tandemhci/tandem/services/cmd/tandem-provision"
 	storagecmd "github.com/tandemhci/tandem/services/cmd/tandem-storage"
 	vmmcmd "github.com/tandemhci/tandem/services/cmd/tandem-vmm"
 	witnesscmd "github.com/tandemhci/tandem/services/cmd/tandem-witness"
@@ -35,6 +37,8 @@ func commands() map[string]func(args []string) int {
 		"tandem-witness":   witnesscmd.Main,
 		"tandem-storage":   storagecmd.Main,
 		"tandem-vmm":       vmmcmd.Main,
+		"tandem-provision": provisioncmd.Main,
+		"tandem-installer": installercmd.Main,
 		"supervisorctl":    supervisorctl.Main,
 		"tandemctl":        tandemctl.Main,
 	}

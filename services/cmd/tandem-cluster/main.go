@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -69,6 +70,8 @@ func Main(args []string) int {
 	a, err := cluster.New(cluster.Config{
 		Role: pki.RoleNode, Name: *name, DataDir: *data, Socket: *socket, Addresses: addrs,
 		ClusterIPDevice: *mgmt, Interconnect: *ic, Port: *port,
+		// Written by the installer that made this node.
+		JoinFile:  filepath.Join(*data, "join.json"),
 		Timing:    cluster.Timing{Heartbeat: *heartbeat, LeaderLease: *lease},
 		Version:   inv().ImageVersion,
 		Inventory: inv,

@@ -47,6 +47,7 @@ func Main(args []string) int {
 	cluster := fs.String("cluster", "/run/tandem/cluster.sock", "the cluster agent's socket")
 	storageSocket := fs.String("storage", "/run/tandem/storage.sock", "the storage service's socket")
 	vmmSocket := fs.String("vmm", "/run/tandem/vmm.sock", "the VM manager's socket")
+	provisionSocket := fs.String("provision", "/run/tandem/provision.sock", "the provisioning server's socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -77,6 +78,9 @@ func Main(args []string) int {
 		Listen: *listen, TLS: src, Logger: log, Auditor: clusterAgent,
 		// First match wins.
 		Routes: []frontdoor.Route{
+			// Plain HTTP too: iPXE fetches its script and the installer
+			// from here, and cannot pin our CA.
+			{Name: "boot", Prefix: "/boot/", Method: "GET", Plain: true, Backend: frontdoor.UnixBackend(*provisionSocket, log)},
 			{Name: "health", Prefix: "/api/v1/health", Method: "GET", Backend: frontdoor.HealthHandler(statusapi.NewClient(*supervisor))},
 			{Name: "raft", Upgrade: frontdoor.UpgradeRaft, Member: true, Backend: clusterAgent},
 			{Name: "replication", Upgrade: frontdoor.UpgradeReplication, Member: true, Backend: storage},

@@ -1,0 +1,255 @@
+package boottest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tandemhci/tandem/board"
+	"github.com/tandemhci/tandem/images/qemubox"
+	"github.com/tandemhci/tandem/services/directory"
+)
+
+// The provisioning network the tests' plan serves.
+const (
+	provAddress = "192.168.77.1/24"
+	provHost    = "192.168.77.1"
+)
+
+// TestPXEInstall installs a new machine with an empty disk from a running
+// node, under SeaBIOS and under OVMF: DHCP, iPXE, the installer in RAM,
+// discovered with its hardware, left alone (not one byte written to its
+// disk) until an admin approves it through the API, then installed,
+// rebooted from its own disk (the firmware tries the disk first, and
+// the network second), and joined to the cluster.
+func TestPXEInstall(t *testing.T) {
+	for _, fw := range []struct {
+		name string
+		boot qemubox.Boot
+	}{{"bios", qemubox.PXE}, {"uefi", qemubox.PXEUEFI}} {
+		t.Run(fw.name, func(t *testing.T) { pxeInstall(t, fw.name, fw.boot) })
+	}
+}
+
+func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot) {
+	requireImage(t)
+	ctx := context.Background()
+	b, err := board.LoadNamed("../..", "qemu-2node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := qemubox.Start(ctx, qemubox.Config{
+		ImageDir: imageDir, Board: b, WorkDir: t.TempDir(),
+		Nodes: []qemubox.NodeConfig{
+			{Name: "node-a", FreshDisk: true},
+			{Name: "node-p", Boot: boot, Deferred: true, DiskGiB: 4},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		box.Stop()
+		for _, n := range box.Nodes {
+			keepConsole(t, n)
+		}
+	})
+	t.Cleanup(func() { showServiceLogs(t, box.Nodes[0], "provision", "cluster", "frontdoor") })
+	server := box.Nodes[0]
+	if _, err := server.WaitHealthy(ctx, 4*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := box.Bootstrap(ctx, "admin", "correct-horse-battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := server.API(creds)
+	plan := directory.Provisioning{Enabled: true, Node: server.Name, Mode: directory.ProvisionDHCP, Address: provAddress,
+		RangeStart: "192.168.77.100", RangeEnd: "192.168.77.199", LeaseSeconds: 600}
+	if _, err := api.Do(ctx, "PUT", "/api/v1/provisioning", plan, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The boot files are served on the front door's port, in plain HTTP.
+	plainURL := fmt.Sprintf("http://127.0.0.1:%d/boot/ipxe", server.HTTPSPort)
+	waitFor(t, 2*time.Minute, "the provisioning node serving "+plainURL, func() error {
+		resp, err := http.Get(plainURL)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "chain http://"+provHost) {
+			return fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		return nil
+	})
+
+	powerOn := time.Now()
+	machine, err := box.StartNode(ctx, "node-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := qemubox.MAC(1, 3)
+	m := waitMachine(t, ctx, api, mac, 5*time.Minute, func(m directory.Machine) bool { return m.State == directory.MachineDiscovered })
+	t.Logf("%s: discovered %.1fs after power-on", firmware, time.Since(powerOn).Seconds())
+	inv := m.Inventory
+	if inv == nil || inv.Firmware != firmware || len(inv.Disks) != 1 || inv.Disks[0].SizeBytes != 4<<30 || inv.MemoryBytes < 1<<30 || inv.CPUs != 2 {
+		t.Errorf("inventory: %+v", inv)
+	}
+	if m.Firmware != firmware {
+		t.Errorf("the PXE answer recorded firmware %q, want %q", m.Firmware, firmware)
+	}
+	found := false
+	for _, nic := range inv.NICs {
+		found = found || nic.MAC == mac
+	}
+	if !found {
+		t.Errorf("the boot NIC %s is not in the inventory: %+v", mac, inv.NICs)
+	}
+
+	// Not approved: the installer waits, and writes nothing.
+	time.Sleep(5 * time.Second)
+	if m := getMachine(t, ctx, api, mac); m.State != directory.MachineDiscovered {
+		t.Fatalf("unapproved machine is %s", m.State)
+	}
+	if off, err := firstData(machine.Disk); err != nil || off >= 0 {
+		t.Fatalf("the disk of an unapproved machine was written (first data at %d, %v)", off, err)
+	}
+
+	approved := time.Now()
+	if _, err := api.Do(ctx, "POST", "/api/v1/provisioning/machines/"+mac+"/approve", map[string]string{"name": "node-p"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m = waitMachine(t, ctx, api, mac, 10*time.Minute, func(m directory.Machine) bool {
+		if m.State == directory.MachineFailed {
+			t.Fatalf("install failed: %s\n%s", m.Error, stepLog(m))
+		}
+		return m.State == directory.MachineJoined
+	})
+	joined := time.Since(powerOn)
+	t.Logf("%s: joined %.1fs after power-on (%.1fs after approval)\n%s", firmware, joined.Seconds(), time.Since(approved).Seconds(), stepLog(m))
+
+	h, err := machine.WaitHealthy(ctx, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Node != "node-p" {
+		t.Errorf("the installed node is called %q", h.Node)
+	}
+	// It booted from its own disk, through GRUB (a network boot would
+	// have no slot).
+	if st := nodeStatus(t, machine.Console()); st.Slot != "a" || !st.DataMounted {
+		t.Errorf("installed node: slot %q, data mounted %v", st.Slot, st.DataMounted)
+	}
+	ch, err := box.WaitClusterHealthy(ctx, creds, 3*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{}
+	for _, mem := range ch.Members {
+		names = append(names, mem.Name)
+	}
+	if !strings.Contains(strings.Join(names, ","), "node-p") {
+		t.Errorf("cluster members %v: node-p missing", names)
+	}
+	if line := os.Getenv("TANDEM_BENCH_PXE_LINE"); line != "" {
+		// scripts/bench-pxe reads the figures from here.
+		writeBenchLine(t, line, firmware, joined, m)
+	}
+}
+
+func getMachine(t *testing.T, ctx context.Context, api qemubox.APIClient, mac string) directory.Machine {
+	t.Helper()
+	var m directory.Machine
+	if _, err := api.Do(ctx, "GET", "/api/v1/provisioning/machines/"+mac, nil, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func waitMachine(t *testing.T, ctx context.Context, api qemubox.APIClient, mac string, timeout time.Duration, cond func(directory.Machine) bool) directory.Machine {
+	t.Helper()
+	var last directory.Machine
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var m directory.Machine
+		if code, err := api.Do(ctx, "GET", "/api/v1/provisioning/machines/"+mac, nil, &m); err == nil {
+			last = m
+			if cond(m) {
+				return m
+			}
+		} else if code != http.StatusNotFound {
+			t.Logf("machine %s: %v", mac, err)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("machine %s: condition not met in %v; last: %s %s\n%s", mac, timeout, last.State, last.Error, stepLog(last))
+	return last
+}
+
+// stepLog is the machine's sequence as the console shows it.
+func stepLog(m directory.Machine) string {
+	var b strings.Builder
+	for _, s := range m.Steps {
+		d := ""
+		if !s.Started.IsZero() && !s.Ended.IsZero() {
+			d = fmt.Sprintf("%.1fs", s.Ended.Sub(s.Started).Seconds())
+		}
+		fmt.Fprintf(&b, "  %-9s %-8s %7s %s %s\n", s.Name, s.State, d, strings.ReplaceAll(s.Output, "\n", " | "), s.Error)
+	}
+	return b.String()
+}
+
+// writeBenchLine appends the install's figures to the file the bench
+// script reads.
+func writeBenchLine(t *testing.T, path, firmware string, total time.Duration, m directory.Machine) {
+	var steps []string
+	for _, s := range m.Steps {
+		if !s.Started.IsZero() && !s.Ended.IsZero() {
+			steps = append(steps, fmt.Sprintf("%s=%.1f", s.Name, s.Ended.Sub(s.Started).Seconds()))
+		}
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "firmware=%s pxe_install_s=%.1f %s\n", firmware, total.Seconds(), strings.Join(steps, " "))
+}
+
+// firstData is the offset of the first byte ever written to a sparse
+// file, or -1 if none was.
+func firstData(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return -1, nil
+	}
+	return off, err
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("%s: not within %v: %v", what, timeout, err)
+}
