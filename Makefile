@@ -56,7 +56,7 @@ clean:
 	rm -rf $(OUT)
 
 # Benchmarks: each ends with one summary line (see the script).
-.PHONY: bench-failover bench-storage bench-ha bench-ft bench-api bench-dhcp
+.PHONY: bench-failover bench-storage bench-ha bench-ft bench-api bench-dhcp bench-pxe
 bench-failover: deps
 	scripts/bench-failover
 bench-storage: deps
@@ -69,3 +69,5 @@ bench-api: deps
 	scripts/bench-api
 bench-dhcp: deps
 	scripts/bench-dhcp
+bench-pxe: deps $(OUT)/disk.img
+	scripts/bench-pxe

@@ -26,8 +26,11 @@ const (
 
 // Boot is the boot part of an answer.
 type Boot struct {
-	Firmware string // bios, uefi or ipxe
+	Firmware string // bios, uefi or ipxe: who gets the answer
 	File     string // the TFTP file name or the script's URL
+	// Arch is the machine's firmware, bios or uefi, from its client
+	// architecture (iPXE sends one too); empty if it sent none.
+	Arch string
 }
 
 // ErrNotPXE is a client that did not ask to boot from the network.
@@ -41,7 +44,16 @@ func bootFor(req *dhcpv4.DHCPv4, files BootFiles) (Boot, error) {
 		if files.Script == "" {
 			return Boot{}, fmt.Errorf("an iPXE client, but no boot script is configured")
 		}
-		return Boot{Firmware: FirmwareIPXE, File: files.Script}, nil
+		b := Boot{Firmware: FirmwareIPXE, File: files.Script}
+		for _, a := range req.ClientArch() {
+			switch a {
+			case iana.INTEL_X86PC:
+				b.Arch = FirmwareBIOS
+			case iana.EFI_X86_64, iana.EFI_BC:
+				b.Arch = FirmwareUEFI
+			}
+		}
+		return b, nil
 	}
 	if !strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
 		return Boot{}, ErrNotPXE
@@ -53,9 +65,9 @@ func bootFor(req *dhcpv4.DHCPv4, files BootFiles) (Boot, error) {
 	for _, a := range archs {
 		switch a {
 		case iana.INTEL_X86PC:
-			return Boot{Firmware: FirmwareBIOS, File: files.BIOS}, nil
+			return Boot{Firmware: FirmwareBIOS, File: files.BIOS, Arch: FirmwareBIOS}, nil
 		case iana.EFI_X86_64, iana.EFI_BC:
-			return Boot{Firmware: FirmwareUEFI, File: files.UEFI}, nil
+			return Boot{Firmware: FirmwareUEFI, File: files.UEFI, Arch: FirmwareUEFI}, nil
 		}
 	}
 	return Boot{}, fmt.Errorf("client architecture %v: Tandem boots x86 BIOS (0) and x86-64 UEFI (7, 9) only", archs)

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -48,13 +49,13 @@ func TestBootFor(t *testing.T) {
 		err  bool
 		not  bool
 	}{
-		{"BIOS PXE ROM", []dhcpv4.Modifier{pxe(iana.INTEL_X86PC)}, Boot{FirmwareBIOS, "undionly.kpxe"}, false, false},
-		{"PXE without option 93", []dhcpv4.Modifier{pxe()}, Boot{FirmwareBIOS, "undionly.kpxe"}, false, false},
-		{"x86-64 UEFI", []dhcpv4.Modifier{pxe(iana.EFI_X86_64)}, Boot{FirmwareUEFI, "snponly.efi"}, false, false},
-		{"EFI BC", []dhcpv4.Modifier{pxe(iana.EFI_BC)}, Boot{FirmwareUEFI, "snponly.efi"}, false, false},
+		{"BIOS PXE ROM", []dhcpv4.Modifier{pxe(iana.INTEL_X86PC)}, Boot{FirmwareBIOS, "undionly.kpxe", FirmwareBIOS}, false, false},
+		{"PXE without option 93", []dhcpv4.Modifier{pxe()}, Boot{FirmwareBIOS, "undionly.kpxe", FirmwareBIOS}, false, false},
+		{"x86-64 UEFI", []dhcpv4.Modifier{pxe(iana.EFI_X86_64)}, Boot{FirmwareUEFI, "snponly.efi", FirmwareUEFI}, false, false},
+		{"EFI BC", []dhcpv4.Modifier{pxe(iana.EFI_BC)}, Boot{FirmwareUEFI, "snponly.efi", FirmwareUEFI}, false, false},
 		{"ARM64 UEFI", []dhcpv4.Modifier{pxe(iana.EFI_ARM64)}, Boot{}, true, false},
-		{"iPXE, raw user class", []dhcpv4.Modifier{pxe(iana.INTEL_X86PC), dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte("iPXE"))}, Boot{FirmwareIPXE, files.Script}, false, false},
-		{"iPXE, RFC 3004 user class", []dhcpv4.Modifier{dhcpv4.WithUserClass("iPXE", true)}, Boot{FirmwareIPXE, files.Script}, false, false},
+		{"iPXE, raw user class", []dhcpv4.Modifier{pxe(iana.INTEL_X86PC), dhcpv4.WithGeneric(dhcpv4.OptionUserClassInformation, []byte("iPXE"))}, Boot{FirmwareIPXE, files.Script, FirmwareBIOS}, false, false},
+		{"iPXE, RFC 3004 user class", []dhcpv4.Modifier{dhcpv4.WithUserClass("iPXE", true)}, Boot{FirmwareIPXE, files.Script, ""}, false, false},
 		{"an ordinary client", nil, Boot{}, true, true},
 	}
 	for _, tt := range tests {
@@ -154,6 +155,10 @@ func newTestHandler(t *testing.T, proxy bool) *Handler {
 // release, and a request the server must refuse.
 func TestDORA(t *testing.T) {
 	h := newTestHandler(t, false)
+	var heard []string
+	h.cfg.OnBoot = func(mac string, b Boot, err error) {
+		heard = append(heard, fmt.Sprintf("%s %s/%s %v", mac, b.Firmware, b.Arch, err))
+	}
 	rom := discover(t, macA, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003010")),
 		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64)))
 	offer, err := h.Handle(rom)
@@ -206,6 +211,14 @@ func TestDORA(t *testing.T) {
 	plain, _ := h.Handle(discover(t, macB))
 	if plain == nil || plain.BootFileName != "" || plain.YourIPAddr.IsUnspecified() {
 		t.Errorf("an ordinary client's offer: %v", plain)
+	}
+	// The provisioning service heard of the network boots only: the
+	// ROM's DISCOVER and iPXE's (the requests made here from the offers
+	// carry no PXE class).
+	a := macA.String()
+	want := []string{a + " uefi/uefi <nil>", a + " ipxe/ <nil>"}
+	if strings.Join(heard, "\n") != strings.Join(want, "\n") {
+		t.Errorf("OnBoot heard:\n%s\nwant:\n%s", strings.Join(heard, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -29,7 +29,7 @@ func newPXEReporter(c *cluster.LocalClient, log *slog.Logger) *pxeReporter {
 
 // heard is the DHCP handler's OnBoot: it never blocks the server.
 func (p *pxeReporter) heard(mac string, boot dhcp.Boot, err error) {
-	r := cluster.PXEReport{MAC: mac, Firmware: boot.Firmware}
+	r := cluster.PXEReport{MAC: mac, Firmware: boot.Arch}
 	switch {
 	case err != nil:
 		r.Error = err.Error()
@@ -37,9 +37,6 @@ func (p *pxeReporter) heard(mac string, boot dhcp.Boot, err error) {
 		r.Output = "iPXE: script " + boot.File
 	default:
 		r.Output = boot.Firmware + " PXE ROM: iPXE loader " + boot.File + " by TFTP"
-	}
-	if r.Firmware == dhcp.FirmwareIPXE {
-		r.Firmware = "" // iPXE runs on either; the ROM's answer named the firmware
 	}
 	select {
 	case p.heardCh <- r:
