@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -31,16 +32,25 @@ const (
 // disk) until an admin approves it through the API, then installed,
 // rebooted from its own disk (the firmware tries the disk first, and
 // the network second), and joined to the cluster.
+//
+// bios-proxy does it on a site that has its own DHCP server on that
+// network (dnsmasq, handing out addresses): Tandem answers in proxyDHCP
+// mode, with boot information only.
 func TestPXEInstall(t *testing.T) {
-	for _, fw := range []struct {
-		name string
-		boot qemubox.Boot
-	}{{"bios", qemubox.PXE}, {"uefi", qemubox.PXEUEFI}} {
-		t.Run(fw.name, func(t *testing.T) { pxeInstall(t, fw.name, fw.boot) })
+	for _, tc := range []struct {
+		name, firmware string
+		boot           qemubox.Boot
+		proxy          bool
+	}{
+		{"bios", "bios", qemubox.PXE, false},
+		{"uefi", "uefi", qemubox.PXEUEFI, false},
+		{"bios-proxy", "bios", qemubox.PXE, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { pxeInstall(t, tc.firmware, tc.boot, tc.proxy) })
 	}
 }
 
-func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot) {
+func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 	requireImage(t)
 	ctx := context.Background()
 	b, err := board.LoadNamed("../..", "qemu-2node")
@@ -74,7 +84,13 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot) {
 	}
 	api := server.API(creds)
 	plan := directory.Provisioning{Enabled: true, Node: server.Name, Mode: directory.ProvisionDHCP, Address: provAddress,
-		RangeStart: "192.168.77.100", RangeEnd: "192.168.77.199", LeaseSeconds: 600}
+		RangeStart: "192.168.77.100", RangeEnd: "192.168.77.149", LeaseSeconds: 600}
+	if proxy {
+		plan.Mode = directory.ProvisionProxy
+		if err := box.StartProvisioningDHCP(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := api.Do(ctx, "PUT", "/api/v1/provisioning", plan, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +123,15 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot) {
 	}
 	if m.Firmware != firmware {
 		t.Errorf("the PXE answer recorded firmware %q, want %q", m.Firmware, firmware)
+	}
+	// The address came from the site's server in proxy mode, from ours
+	// otherwise: the pools do not overlap.
+	pool := [2]netip.Addr{netip.MustParseAddr(plan.RangeStart), netip.MustParseAddr(plan.RangeEnd)}
+	if proxy {
+		pool = [2]netip.Addr{netip.MustParseAddr(qemubox.ProvPoolLow), netip.MustParseAddr(qemubox.ProvPoolHigh)}
+	}
+	if a, err := netip.ParseAddr(m.Address); err != nil || a.Less(pool[0]) || pool[1].Less(a) {
+		t.Errorf("installer address %q, want one of %v-%v", m.Address, pool[0], pool[1])
 	}
 	found := false
 	for _, nic := range inv.NICs {

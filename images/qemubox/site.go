@@ -48,11 +48,11 @@ func NodeIP(i int) string { return LANPrefix + strconv.Itoa(11+i) }
 // site is the box's network namespace with its bridges, DHCP server and
 // forwards.
 type site struct {
-	ns      string
-	log     *slog.Logger
-	dnsmasq *exec.Cmd
+	ns  string
+	log *slog.Logger
 
 	mu       sync.Mutex
+	servers  []*exec.Cmd // DHCP servers
 	forwards []net.Listener
 }
 
@@ -132,17 +132,43 @@ func (s *site) addTap(name, bridge string) error {
 // startDHCP runs the site's DHCP server on the LAN: each node gets its
 // fixed address by MAC, guests get addresses from a pool.
 func (s *site) startDHCP(workDir string, nodes []dhcpHost) error {
-	args := []string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-		"--interface=lan", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp",
-		"--dhcp-range=" + guestLow + "," + guestHigh + ",12h",
-		"--dhcp-leasefile=" + filepath.Join(workDir, "dhcp.leases"),
-		"--pid-file=" + filepath.Join(workDir, "dnsmasq.pid"),
-	}
+	var hosts []string
 	for _, h := range nodes {
-		args = append(args, fmt.Sprintf("--dhcp-host=%s,%s,%s", h.mac, h.ip, h.name))
+		hosts = append(hosts, fmt.Sprintf("--dhcp-host=%s,%s,%s", h.mac, h.ip, h.name))
 	}
+	return s.dnsmasq(workDir, "dnsmasq", "lan", guestLow, guestHigh, hosts...)
+}
+
+// Addresses of the site's own DHCP server on the provisioning network,
+// for proxyDHCP tests: the site host takes ProvSiteIP and hands out
+// ProvPoolLow to ProvPoolHigh.
+const (
+	ProvSiteIP   = "192.168.77.2"
+	ProvPoolLow  = "192.168.77.150"
+	ProvPoolHigh = "192.168.77.199"
+)
+
+// StartProvisioningDHCP runs a site DHCP server (dnsmasq, addresses only,
+// no boot options) on the provisioning network, as a site that already
+// has one does: Tandem then serves it in proxyDHCP mode.
+func (b *Box) StartProvisioningDHCP() error {
+	if err := b.site.ip("addr", "add", ProvSiteIP+"/24", "dev", "prov"); err != nil {
+		return err
+	}
+	return b.site.dnsmasq(b.cfg.WorkDir, "dnsmasq-prov", "prov", ProvPoolLow, ProvPoolHigh)
+}
+
+// dnsmasq runs a DHCP server (no DNS) on a bridge of the site, logging
+// to <name>.log in workDir; it is killed with the site.
+func (s *site) dnsmasq(workDir, name, bridge, low, high string, extra ...string) error {
+	args := append([]string{"dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+		"--interface=" + bridge, "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp",
+		"--dhcp-range=" + low + "," + high + ",12h",
+		"--dhcp-leasefile=" + filepath.Join(workDir, name+".leases"),
+		"--pid-file=" + filepath.Join(workDir, name+".pid"),
+	}, extra...)
 	cmd := netns.Command(s.ns, args...)
-	logf, err := os.Create(filepath.Join(workDir, "dnsmasq.log"))
+	logf, err := os.Create(filepath.Join(workDir, name+".log"))
 	if err != nil {
 		return err
 	}
@@ -153,7 +179,9 @@ func (s *site) startDHCP(workDir string, nodes []dhcpHost) error {
 		return fmt.Errorf("start dnsmasq (the site's DHCP server): %w", err)
 	}
 	logf.Close()
-	s.dnsmasq = cmd
+	s.mu.Lock()
+	s.servers = append(s.servers, cmd)
+	s.mu.Unlock()
 	go func() { _ = cmd.Wait() }()
 	return nil
 }
@@ -213,9 +241,13 @@ func (s *site) close() {
 		l.Close()
 	}
 	s.forwards = nil
+	servers := s.servers
+	s.servers = nil
 	s.mu.Unlock()
-	if s.dnsmasq != nil && s.dnsmasq.Process != nil {
-		_ = syscall.Kill(-s.dnsmasq.Process.Pid, syscall.SIGKILL)
+	for _, cmd := range servers {
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
 	}
 	if err := netns.Delete(s.ns); err != nil {
 		s.log.Warn("removing the box's namespace", "err", err)
