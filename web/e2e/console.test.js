@@ -84,6 +84,7 @@ const statsEvents = new EventEmitter();
 const summary = { vm: VM };
 let created = false; // the VM (or its volume) may exist: clean up
 let maintenanceNode = ''; // the node ID put into maintenance, to undo
+let provisioningSet = false; // the provisioning plan was set, to switch off
 
 // ---- the API from Node (set-up checks and the clean-up) --------------------
 
@@ -133,6 +134,27 @@ function api(method, p, body) {
     if (data) {
       req.write(data);
     }
+    req.end();
+  });
+}
+
+// installer calls the provisioning API as a machine's installer does:
+// no user, only its key in X-Tandem-Machine-Key.
+function installer(method, p, body, key) {
+  return new Promise((resolve, reject) => {
+    const data = Buffer.from(JSON.stringify(body || {}));
+    const req = https.request(new URL(p, BASE), {
+      method, rejectUnauthorized: false, agent: false, timeout: 30000,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': data.length, 'X-Tandem-Machine-Key': key },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode, text }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${p}: timed out`)));
+    req.on('error', reject);
+    req.write(data);
     req.end();
   });
 }
@@ -428,6 +450,11 @@ describe('Tandem web console in a browser', () => {
     }
     if (maintenanceNode) {
       await leaveMaintenance(maintenanceNode).catch((e) => errs.push(e.message));
+    }
+    if (provisioningSet) {
+      await api('PUT', '/api/v1/provisioning', { enabled: false, mode: 'dhcp', address: '192.168.77.1/24', range_start: '192.168.77.100', range_end: '192.168.77.149' })
+        .then((r) => { if (!ok(r)) throw new Error(`switching provisioning off: ${r.status} ${r.text}`); })
+        .catch((e) => errs.push(e.message));
     }
     summary.seconds = Math.round((Date.now() - t0) / 1000);
     summary.result = broken ? `FAILED at "${broken}"` : 'ok';
@@ -803,7 +830,7 @@ describe('Tandem web console in a browser', () => {
 
   stepIt('8. switches to 简体中文 (kept across a reload) and back to English', 90000, async () => {
     await page.locator(`h1${textIs(EN['nav.vms'])}`).waitFor();
-    const navKeys = ['nav.dashboard', 'nav.vms', 'nav.nodes', 'nav.storage', 'nav.users', 'nav.tokens', 'nav.audit', 'nav.settings'];
+    const navKeys = ['nav.dashboard', 'nav.vms', 'nav.nodes', 'nav.storage', 'nav.provisioning', 'nav.users', 'nav.tokens', 'nav.audit', 'nav.settings'];
     const check = async (L, lang) => {
       await page.waitForFunction((l) => document.documentElement.lang === l, lang);
       await page.locator(`h1${textIs(L['nav.vms'])}`).waitFor();
@@ -827,6 +854,60 @@ describe('Tandem web console in a browser', () => {
     await page.locator('header select.lang').selectOption('en');
     await check(EN, 'en');
     await shot('14-english');
+  });
+
+  stepIt('8b. provisioning: the plan is set in its dialog; an installer reports a machine, the admin approves it, its steps show live; it is forgotten', 120000, async () => {
+    await clickNav(EN['nav.provisioning']);
+    await page.locator(`h1${textIs(EN['nav.provisioning'])}`).waitFor();
+    await page.locator(`p.empty${textIs(EN['prov.none'])}`).waitFor();
+    await page.locator(`.page-head button${textIs(EN['prov.edit'])}`).click();
+    const dlg = openDialog();
+    await dlg.getByLabel(EN['prov.enabled']).check();
+    await dlg.getByLabel(EN['prov.node'], { exact: true }).fill(NODES[0]);
+    await dlg.getByLabel(EN['prov.address'], { exact: true }).fill('192.168.77.1/24');
+    // A range that holds the node's own address is refused, by field.
+    await dlg.getByLabel(EN['prov.range_start']).fill('192.168.77.1');
+    await dlg.getByLabel(EN['prov.range_end']).fill('192.168.77.99');
+    await dlg.locator(`button${textIs(EN['common.save'])}`).click();
+    await dlg.locator('.field-error:not([hidden])').first().waitFor();
+    await dlg.getByLabel(EN['prov.range_start']).fill('192.168.77.100');
+    await dlg.getByLabel(EN['prov.range_end']).fill('192.168.77.149');
+    await dlg.locator(`button${textIs(EN['common.save'])}`).click();
+    await openDialog().waitFor({ state: 'detached' });
+    provisioningSet = true;
+    await kvValue(card(EN['prov.plan']), EN['prov.node']).filter({ hasText: NODES[0] }).waitFor();
+
+    // A new machine's installer reports, as the real one does.
+    const mac = '52:54:00:e2:e2:01';
+    const key = crypto.randomBytes(32).toString('hex');
+    const inventory = {
+      cpus: 4, memory_bytes: 8 * 2 ** 30, firmware: 'uefi',
+      disks: [{ name: 'vda', size_bytes: 64 * 2 ** 30, driver: 'virtio_blk' }],
+      nics: [{ name: 'eth0', mac, link: true }],
+    };
+    const rep = await installer('POST', '/api/v1/provisioning/installer/report', { mac, address: '192.168.77.100', inventory }, key);
+    assert.equal(rep.status, 200, rep.text);
+    const row = page.locator('tbody tr').filter({ hasText: mac });
+    await row.locator(`.badge${textIs(EN['enum.machine_state.discovered'])}`).waitFor();
+    await row.locator('td').filter({ hasText: '4 CPUs' }).waitFor();
+    await shot('14b-machine-discovered');
+    await row.locator(`button${textIs(EN['prov.approve'])}`).click();
+    await openDialog().getByLabel(EN['prov.name']).fill('e2e-node');
+    await openDialog().locator(`button${textIs(EN['prov.approve'])}`).click();
+    await openDialog().waitFor({ state: 'detached' });
+    await row.locator(`.badge${textIs(EN['enum.machine_state.approved'])}`).waitFor();
+    // The installer's step shows without a reload, in the row and in the
+    // unfolded sequence log.
+    await row.locator(`button${textIs(mac)}`).click();
+    const step = await installer('POST', '/api/v1/provisioning/installer/step', { mac, step: 'disk', state: 'done', output: 'vda: 64 GiB' }, key);
+    assert.equal(step.status, 200, step.text);
+    await row.locator(`.badge${textIs(EN['enum.machine_state.installing'])}`).waitFor();
+    const log = card(EN['prov.sequence'].replace('{mac}', mac));
+    await log.locator('tbody tr').filter({ hasText: EN['enum.step.disk'] }).filter({ hasText: 'vda: 64 GiB' }).waitFor();
+    await shot('14c-machine-installing');
+    await row.locator(`button${textIs(EN['prov.forget'])}`).click();
+    await openDialog().locator(`button${textIs(EN['prov.forget'])}`).click();
+    await row.waitFor({ state: 'detached' });
   });
 
   stepIt('9. reconnects by itself when the leader is lost, and shows the new leader', 180000, async () => {
