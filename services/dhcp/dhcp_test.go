@@ -299,3 +299,28 @@ func TestLeasesJournal(t *testing.T) {
 		t.Error("a journal damaged in the middle was taken")
 	}
 }
+
+// TestBootClientOnFullRange: a PXE client that finds no address left gets
+// no answer, and the provisioning service hears why (its sequence log
+// says so); an unknown architecture is heard of too.
+func TestBootClientOnFullRange(t *testing.T) {
+	h := newTestHandler(t, false)
+	var heard []error
+	h.cfg.OnBoot = func(mac string, b Boot, err error) { heard = append(heard, err) }
+	for i := 1; i <= 3; i++ {
+		mac := net.HardwareAddr{0x52, 0x54, 0, 0, 1, byte(i)}
+		if offer, err := h.Handle(discover(t, mac)); err != nil || offer == nil {
+			t.Fatalf("client %d: %v %v", i, offer, err)
+		}
+	}
+	pxe := discover(t, macA, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")))
+	if offer, err := h.Handle(pxe); offer != nil || !errors.Is(err, ErrExhausted) {
+		t.Fatalf("a full range answered %v, %v", offer, err)
+	}
+	arm := discover(t, macB, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00011:UNDI:003000")),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_ARM64)))
+	_, _ = h.Handle(arm)
+	if len(heard) != 2 || !errors.Is(heard[0], ErrExhausted) || heard[1] == nil || !strings.Contains(heard[1].Error(), "architecture") {
+		t.Errorf("OnBoot heard %v: want the exhausted range, then the unknown architecture", heard)
+	}
+}

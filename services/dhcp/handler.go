@@ -71,12 +71,26 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		// mode), without boot information.
 		h.log.Warn("dhcp: no boot answer", "mac", mac, "err", bootErr)
 	}
+	resp, err := h.answer(req, mac, boot, bootErr)
 	if h.cfg.OnBoot != nil && !errors.Is(bootErr, ErrNotPXE) {
 		switch req.MessageType() {
 		case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
-			h.cfg.OnBoot(mac, boot, bootErr)
+			// A boot client left without an answer (no address left)
+			// hears of it in its sequence log, not only in ours.
+			heard := bootErr
+			if heard == nil && resp == nil && err != nil {
+				heard = err
+			}
+			if heard != nil || resp != nil {
+				h.cfg.OnBoot(mac, boot, heard)
+			}
 		}
 	}
+	return resp, err
+}
+
+// answer is the answer to a well-formed request.
+func (h *Handler) answer(req *dhcpv4.DHCPv4, mac string, boot Boot, bootErr error) (*dhcpv4.DHCPv4, error) {
 	if h.cfg.Proxy {
 		return h.proxy(req, boot, bootErr)
 	}
