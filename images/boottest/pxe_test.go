@@ -35,22 +35,39 @@ const (
 //
 // bios-proxy does it on a site that has its own DHCP server on that
 // network (dnsmasq, handing out addresses): Tandem answers in proxyDHCP
-// mode, with boot information only.
+// mode, with boot information only. bios-allowlist-link-drop is on the
+// plan's allowlist, so no admin approves it, and has its cables pulled
+// for 8 s as soon as its disk step is done: the installer waits and
+// carries on. small-disk has a disk smaller than the image: the
+// sequence log says so, the disk stays untouched, and a retry fails the
+// same way.
 func TestPXEInstall(t *testing.T) {
-	for _, tc := range []struct {
-		name, firmware string
-		boot           qemubox.Boot
-		proxy          bool
-	}{
-		{"bios", "bios", qemubox.PXE, false},
-		{"uefi", "uefi", qemubox.PXEUEFI, false},
-		{"bios-proxy", "bios", qemubox.PXE, true},
+	for _, tc := range []pxeCase{
+		{name: "bios", firmware: "bios", boot: qemubox.PXE},
+		{name: "uefi", firmware: "uefi", boot: qemubox.PXEUEFI},
+		{name: "bios-proxy", firmware: "bios", boot: qemubox.PXE, proxy: true},
+		{name: "bios-allowlist-link-drop", firmware: "bios", boot: qemubox.PXE, allowlist: true, dropLink: true},
+		{name: "small-disk", firmware: "bios", boot: qemubox.PXE, diskGiB: 1, wantFail: "smaller than the image"},
 	} {
-		t.Run(tc.name, func(t *testing.T) { pxeInstall(t, tc.firmware, tc.boot, tc.proxy) })
+		t.Run(tc.name, func(t *testing.T) { pxeInstall(t, tc) })
 	}
 }
 
-func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
+type pxeCase struct {
+	name, firmware string
+	boot           qemubox.Boot
+	proxy          bool   // beside the site's DHCP server
+	diskGiB        int    // default 4
+	allowlist      bool   // approved by the plan's allowlist, not an admin
+	dropLink       bool   // cables out for a while mid-install
+	wantFail       string // the install fails with this
+}
+
+func pxeInstall(t *testing.T, tc pxeCase) {
+	firmware, boot, proxy := tc.firmware, tc.boot, tc.proxy
+	if tc.diskGiB == 0 {
+		tc.diskGiB = 4
+	}
 	requireImage(t)
 	ctx := context.Background()
 	b, err := board.LoadNamed("../..", "qemu-2node")
@@ -61,7 +78,7 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 		ImageDir: imageDir, Board: b, WorkDir: t.TempDir(),
 		Nodes: []qemubox.NodeConfig{
 			{Name: "node-a", FreshDisk: true},
-			{Name: "node-p", Boot: boot, Deferred: true, DiskGiB: 4},
+			{Name: "node-p", Boot: boot, Deferred: true, DiskGiB: tc.diskGiB},
 		},
 	})
 	if err != nil {
@@ -91,6 +108,10 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 			t.Fatal(err)
 		}
 	}
+	mac := qemubox.MAC(1, 3)
+	if tc.allowlist {
+		plan.AutoApprove = map[string]string{mac: "node-p"}
+	}
 	if _, err := api.Do(ctx, "PUT", "/api/v1/provisioning", plan, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +135,10 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac := qemubox.MAC(1, 3)
-	m := waitMachine(t, ctx, api, mac, 5*time.Minute, func(m directory.Machine) bool { return m.State == directory.MachineDiscovered })
+	m := waitMachine(t, ctx, api, mac, 5*time.Minute, func(m directory.Machine) bool { return m.Inventory != nil })
 	t.Logf("%s: discovered %.1fs after power-on", firmware, time.Since(powerOn).Seconds())
 	inv := m.Inventory
-	if inv == nil || inv.Firmware != firmware || len(inv.Disks) != 1 || inv.Disks[0].SizeBytes != 4<<30 || inv.MemoryBytes < 1<<30 || inv.CPUs != 2 {
+	if inv == nil || inv.Firmware != firmware || len(inv.Disks) != 1 || inv.Disks[0].SizeBytes != int64(tc.diskGiB)<<30 || inv.MemoryBytes < 1<<30 || inv.CPUs != 2 {
 		t.Errorf("inventory: %+v", inv)
 	}
 	if m.Firmware != firmware {
@@ -141,25 +161,39 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 		t.Errorf("the boot NIC %s is not in the inventory: %+v", mac, inv.NICs)
 	}
 
-	// Not approved: the installer waits, and writes nothing.
-	time.Sleep(5 * time.Second)
-	if m := getMachine(t, ctx, api, mac); m.State != directory.MachineDiscovered {
-		t.Fatalf("unapproved machine is %s", m.State)
-	}
-	if off, err := firstData(machine.Disk); err != nil || off >= 0 {
-		t.Fatalf("the disk of an unapproved machine was written (first data at %d, %v)", off, err)
-	}
-
 	approved := time.Now()
-	if _, err := api.Do(ctx, "POST", "/api/v1/provisioning/machines/"+mac+"/approve", map[string]string{"name": "node-p"}, nil); err != nil {
-		t.Fatal(err)
+	if tc.allowlist {
+		if m.ApprovedBy != "allowlist" {
+			t.Errorf("approved by %q, want the allowlist", m.ApprovedBy)
+		}
+	} else {
+		approved = notApprovedThenApproved(t, ctx, api, machine, mac)
 	}
+	if tc.wantFail != "" {
+		installFails(t, ctx, api, machine, mac, tc.wantFail)
+		return
+	}
+	dropped := false
 	m = waitMachine(t, ctx, api, mac, 10*time.Minute, func(m directory.Machine) bool {
 		if m.State == directory.MachineFailed {
 			t.Fatalf("install failed: %s\n%s", m.Error, stepLog(m))
 		}
+		if tc.dropLink && !dropped && stepState(m, directory.StepDisk) == directory.StepDone {
+			dropped = true
+			if err := machine.LinksDown(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("cables out at %s", stepLog(m))
+			time.Sleep(8 * time.Second)
+			if err := machine.LinksUp(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		return m.State == directory.MachineJoined
 	})
+	if tc.dropLink && !dropped {
+		t.Error("the cables were never pulled")
+	}
 	joined := time.Since(powerOn)
 	t.Logf("%s: joined %.1fs after power-on (%.1fs after approval)\n%s", firmware, joined.Seconds(), time.Since(approved).Seconds(), stepLog(m))
 
@@ -193,6 +227,67 @@ func pxeInstall(t *testing.T, firmware string, boot qemubox.Boot, proxy bool) {
 		// scripts/bench-pxe reads the figures from here.
 		writeBenchLine(t, line, firmware, joined, m)
 	}
+}
+
+// notApprovedThenApproved checks that a discovered machine waits and
+// writes nothing while nobody approves it, then approves it; it returns
+// when.
+func notApprovedThenApproved(t *testing.T, ctx context.Context, api qemubox.APIClient, machine *qemubox.Node, mac string) time.Time {
+	t.Helper()
+	time.Sleep(5 * time.Second)
+	if m := getMachine(t, ctx, api, mac); m.State != directory.MachineDiscovered {
+		t.Fatalf("unapproved machine is %s", m.State)
+	}
+	if off, err := firstData(machine.Disk); err != nil || off >= 0 {
+		t.Fatalf("the disk of an unapproved machine was written (first data at %d, %v)", off, err)
+	}
+	approved := time.Now()
+	if _, err := api.Do(ctx, "POST", "/api/v1/provisioning/machines/"+mac+"/approve", map[string]string{"name": "node-p"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return approved
+}
+
+// installFails checks an install that must fail with want: the sequence
+// log says so, nothing was written to the disk, and a retry fails again.
+func installFails(t *testing.T, ctx context.Context, api qemubox.APIClient, machine *qemubox.Node, mac, want string) {
+	t.Helper()
+	failed := func(m directory.Machine) bool { return m.State == directory.MachineFailed }
+	m := waitMachine(t, ctx, api, mac, 5*time.Minute, failed)
+	if !strings.Contains(m.Error, want) {
+		t.Errorf("failed with %q, want %q\n%s", m.Error, want, stepLog(m))
+	}
+	t.Logf("failed as it must:\n%s", stepLog(m))
+	if off, err := firstData(machine.Disk); err != nil || off >= 0 {
+		t.Errorf("a failed install wrote to the disk (first data at %d, %v)", off, err)
+	}
+	if _, err := api.Do(ctx, "POST", "/api/v1/provisioning/machines/"+mac+"/retry", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	m = waitMachine(t, ctx, api, mac, 2*time.Minute, func(m directory.Machine) bool {
+		return failed(m) && stepAttempts(m, directory.StepDisk) >= 2
+	})
+	if !strings.Contains(m.Error, want) {
+		t.Errorf("the retry failed with %q, want %q", m.Error, want)
+	}
+}
+
+func stepState(m directory.Machine, name string) string {
+	for _, s := range m.Steps {
+		if s.Name == name {
+			return s.State
+		}
+	}
+	return ""
+}
+
+func stepAttempts(m directory.Machine, name string) int {
+	for _, s := range m.Steps {
+		if s.Name == name {
+			return s.Attempts
+		}
+	}
+	return 0
 }
 
 func getMachine(t *testing.T, ctx context.Context, api qemubox.APIClient, mac string) directory.Machine {
