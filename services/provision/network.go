@@ -31,14 +31,14 @@ func (s *Service) serveNetwork(ctx context.Context, plan directory.Provisioning)
 	if err != nil {
 		return fmt.Errorf("plan address %q: %w", plan.Address, err)
 	}
-	// The installer's files first: a machine that gets an address must
-	// find them.
-	if _, err := s.files.prepare(); err != nil {
-		return fmt.Errorf("the installer's files: %w", err)
-	}
 	ifi, err := net.InterfaceByName(s.cfg.Interface)
 	if err != nil {
 		return fmt.Errorf("provisioning port %s: %w (does the board name a provisioning NIC?)", s.cfg.Interface, err)
+	}
+	// The installer's files before any answer: a machine that gets an
+	// address must find them.
+	if _, err := s.files.prepare(); err != nil {
+		return fmt.Errorf("the installer's files: %w", err)
 	}
 	conn, err := rtnetlink.Dial(nil)
 	if err != nil {
