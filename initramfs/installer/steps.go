@@ -90,6 +90,9 @@ func (in *Installer) stepDownload(ctx context.Context) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("the manifest lists no %s", name)
 		}
+		if b, err := hex.DecodeString(mf.SHA256); err != nil || len(b) != sha256.Size || mf.Size <= 0 {
+			return "", fmt.Errorf("the manifest's entry for %s has no usable size and SHA-256: %+v", name, mf)
+		}
 		path := filepath.Join(in.cfg.WorkDir, name)
 		start := time.Now()
 		var err error
