@@ -44,7 +44,7 @@ func newClient(host, key, mac string) *client {
 // is the one the kernel command line carries.
 func (c *client) pin(ctx context.Context, fingerprint string) error {
 	var pemBytes bytes.Buffer
-	if err := c.fetch(ctx, "/boot/ca.crt", &pemBytes); err != nil {
+	if err := c.fetch(ctx, "/boot/ca.crt", &pemBytes, 64<<10); err != nil {
 		return err
 	}
 	ca, err := pki.ParseCertPEM(pemBytes.Bytes())
@@ -78,8 +78,8 @@ func (c *client) pin(ctx context.Context, fingerprint string) error {
 	return nil
 }
 
-// fetch GETs a boot file into w.
-func (c *client) fetch(ctx context.Context, path string, w io.Writer) error {
+// fetch GETs a boot file into w; more than limit bytes is an error.
+func (c *client) fetch(ctx context.Context, path string, w io.Writer, limit int64) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.host+path, nil)
 	if err != nil {
 		return err
@@ -93,8 +93,12 @@ func (c *client) fetch(ctx context.Context, path string, w io.Writer) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	n, err := io.Copy(w, io.LimitReader(resp.Body, limit+1))
+	if err != nil {
 		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	if n > limit {
+		return fmt.Errorf("GET %s: more than the %d bytes expected", path, limit)
 	}
 	return nil
 }

@@ -73,7 +73,7 @@ func (in *Installer) stepDisk() (string, error) {
 // checked by size and SHA-256; a dropped transfer is tried again.
 func (in *Installer) stepDownload(ctx context.Context) (string, error) {
 	var mb strings.Builder
-	if err := in.api.fetch(ctx, "/boot/manifest.json", &mb); err != nil {
+	if err := in.api.fetch(ctx, "/boot/manifest.json", &mb, 1<<20); err != nil {
 		return "", err
 	}
 	var m provision.Manifest
@@ -124,7 +124,7 @@ func (in *Installer) download(ctx context.Context, mf provision.ManifestFile, pa
 		return err
 	}
 	h := sha256.New()
-	err = in.api.fetch(ctx, "/boot/files/"+mf.Name, io.MultiWriter(f, h))
+	err = in.api.fetch(ctx, "/boot/files/"+mf.Name, io.MultiWriter(f, h), mf.Size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
