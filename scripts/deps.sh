@@ -16,6 +16,8 @@ packages=(
 	# real DHCP clients for the provisioning network's tests; the DHCP
 	# benchmark's load generator (perfdhcp) and reference server (Kea)
 	busybox isc-dhcp-client kea-admin kea-dhcp4-server
+	# real TFTP clients (curl, busybox's, and atftp, which asks for windowsize)
+	curl atftp
 	# what new nodes boot and install: iPXE for PXE ROMs that are not
 	# iPXE, GRUB for BIOS machines
 	ipxe grub-pc-bin

@@ -8,6 +8,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -219,6 +223,44 @@ func BenchmarkTFTP(b *testing.B) {
 				if n, err := wt.WriteTo(io.Discard); err != nil || n != int64(len(loader)) {
 					b.Fatal(n, err)
 				}
+			}
+		})
+	}
+}
+
+// TestRealClients fetches a loader with three real TFTP clients: curl
+// (blksize), busybox's tftp (blksize, tsize) and atftp, which also asks
+// for a window (RFC 7440) that the server does not grant: the transfer
+// falls back to one block at a time, as RFC 2347 says.
+func TestRealClients(t *testing.T) {
+	loader := make([]byte, 300_000)
+	_, _ = rand.Read(loader)
+	addr := startServer(t, fstest.MapFS{"undionly.kpxe": {Data: loader}})
+	host, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"curl", []string{"curl", "-sS", "--tftp-blksize", "1428", "-o", "OUT", "tftp://" + addr + "/undionly.kpxe"}},
+		{"busybox", []string{"busybox", "tftp", "-g", "-b", "1428", "-r", "undionly.kpxe", "-l", "OUT", host, port}},
+		{"atftp", []string{"atftp", "--option", "blksize 1428", "--option", "tsize 0", "--option", "windowsize 8", "-g", "-r", "undionly.kpxe", "-l", "OUT", host, port}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := exec.LookPath(c.args[0]); err != nil {
+				t.Fatalf("%s is not installed (scripts/deps.sh installs it): %v", c.args[0], err)
+			}
+			out := filepath.Join(dir, c.name)
+			args := slices.Clone(c.args)
+			for i := range args {
+				args[i] = strings.ReplaceAll(args[i], "OUT", out)
+			}
+			if msg, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, msg)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil || !bytes.Equal(got, loader) {
+				t.Errorf("%s fetched %d bytes (%v), want the %d of the file", c.name, len(got), err, len(loader))
 			}
 		})
 	}
