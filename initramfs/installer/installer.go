@@ -177,28 +177,23 @@ func stepDone(p cluster.InstallPlan, name string) bool {
 
 // run does one step and says what it did.
 func (in *Installer) run(ctx context.Context, step string) (string, error) {
-	// Steps after disk and download need what they found and fetched;
-	// a retried install in the same boot has it, a new boot finds it
-	// again.
-	need := func(s string) error {
-		if s == directory.StepDisk && in.disk == nil {
-			_, err := in.stepDisk()
-			return err
-		}
-		if s == directory.StepDownload && in.files == nil {
-			_, err := in.stepDownload(ctx)
-			return err
-		}
-		return nil
-	}
 	switch step {
 	case directory.StepDisk:
 		return in.stepDisk()
 	case directory.StepDownload:
 		return in.stepDownload(ctx)
 	}
-	if err := errors.Join(need(directory.StepDisk), need(directory.StepDownload)); err != nil {
-		return "", err
+	// The later steps need what those two found and fetched: a retried
+	// install in the same boot has it, a new boot finds it again.
+	if in.disk == nil {
+		if _, err := in.stepDisk(); err != nil {
+			return "", err
+		}
+	}
+	if in.files == nil {
+		if _, err := in.stepDownload(ctx); err != nil {
+			return "", err
+		}
 	}
 	switch step {
 	case directory.StepWipe:

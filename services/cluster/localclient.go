@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -107,6 +108,30 @@ func (l *LocalClient) View(ctx context.Context, after uint64, wait time.Duration
 	// reports was no later than that minus its age.
 	v.QuorumAt = sent.Add(v.Waited - v.QuorumAge)
 	return v, err
+}
+
+// Follow long-polls the node's view until ctx ends and hands each one to
+// fn: on every change, and at least every wait. A failed read is logged
+// and tried again a second later.
+func (l *LocalClient) Follow(ctx context.Context, wait time.Duration, log *slog.Logger, fn func(LocalView)) {
+	var after uint64
+	for ctx.Err() == nil {
+		view, err := l.View(ctx, after, wait)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("cannot read the directory from the cluster agent", "err", err)
+				t := time.NewTimer(time.Second)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
+			}
+			continue
+		}
+		after = view.Index
+		fn(view)
+	}
 }
 
 // PXE records, as this node (the provisioning network's server), a PXE

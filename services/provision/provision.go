@@ -107,23 +107,11 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// follow long-polls the directory and starts, restarts or stops the
-// network service as the plan says.
+// follow starts, restarts or stops the network service as the plan in
+// the directory says.
 func (s *Service) follow(ctx context.Context) {
 	const wait = 10 * time.Second
-	var after uint64
-	for ctx.Err() == nil {
-		view, err := s.cfg.Cluster.View(ctx, after, wait)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("cannot read the directory from the cluster agent", "err", err)
-				sleep(ctx, time.Second)
-			}
-			continue
-		}
-		s.reconcile(ctx, view)
-		after = view.Index
-	}
+	s.cfg.Cluster.Follow(ctx, wait, s.log, func(view cluster.LocalView) { s.reconcile(ctx, view) })
 }
 
 // reconcile serves the plan if it names this node, and stops serving

@@ -55,25 +55,8 @@ func TestCleanName(t *testing.T) {
 func TestServe(t *testing.T) {
 	big := make([]byte, 300_000)
 	_, _ = rand.Read(big)
-	files := fstest.MapFS{"undionly.kpxe": {Data: big}, "ipxe/snponly.efi": {Data: []byte("efi")}}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Listen: conn.LocalAddr().String(), Files: files, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, conn) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	c, err := tftp.NewClient(conn.LocalAddr().String())
+	addr := startServer(t, fstest.MapFS{"undionly.kpxe": {Data: big}, "ipxe/snponly.efi": {Data: []byte("efi")}})
+	c, err := tftp.NewClient(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +129,9 @@ func startServer(tb testing.TB, files fs.FS) string {
 	go func() { done <- s.Serve(ctx, conn) }()
 	tb.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
 	})
 	return conn.LocalAddr().String()
 }

@@ -208,25 +208,13 @@ func (m *Manager) poke() {
 // follow long-polls the directory and reconciles on every change, when a
 // QEMU exits, and every few seconds.
 func (m *Manager) follow(ctx context.Context) {
-	go func() {
-		var after uint64
-		for ctx.Err() == nil {
-			// A short wait: the quorum is checked every second.
-			v, err := m.cfg.Cluster.View(ctx, after, time.Second)
-			if err != nil {
-				if ctx.Err() == nil {
-					m.log.Warn("cannot read the directory from the cluster agent", "err", err)
-					time.Sleep(time.Second)
-				}
-				continue
-			}
-			after = v.Index
-			// Noted here, not in the loop below, which may be busy
-			// starting a VM: the fence counts on every contact.
-			m.noteView(v)
-			m.poke()
-		}
-	}()
+	// A short wait: the quorum is checked every second. Views are noted
+	// here, not in the loop below, which may be busy starting a VM: the
+	// fence counts on every contact.
+	go m.cfg.Cluster.Follow(ctx, time.Second, m.log, func(v cluster.LocalView) {
+		m.noteView(v)
+		m.poke()
+	})
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
